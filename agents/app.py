@@ -1,0 +1,151 @@
+"""The composition root of the worker: ``create_app(settings, registry=...)``.
+
+Builds a fresh ``faust.App`` with its topics, tables, agents, web pages and
+Prometheus metrics from a validated ``Settings``, and returns them together.
+There is no module-level app: tests build as many as they like, and nothing
+reads the environment here.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import faust
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+
+from cxstream.engine import Engine
+from cxstream.metrics import MetricDelta, fold
+from cxstream.settings import Settings
+
+from .backlog import BacklogProbe
+from .partitioning import partitioner_for
+from .scoring import Scorer
+from .sensors import ServiceMetrics
+
+__all__ = ["Service", "create_app"]
+
+_WINDOW_LABEL = {3600: "1h", 86400: "1d", 604800: "7d", 2419200: "28d"}
+
+
+class Service(NamedTuple):
+    """Everything ``create_app`` built, for the CLI and the tests."""
+
+    app: faust.App
+    settings: Settings
+    metrics: ServiceMetrics
+    scorer: Scorer
+    events_topic: Any
+    alerts_topic: Any
+    metrics_topic: Any
+    deadletters_topic: Any
+    deltas_topic: Any
+    customers: Any
+    metric_accs: Any
+    score_events: Any
+    aggregate_metrics: Any
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
+    """Build the worker's Faust app from settings; nothing is started."""
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        table_cleanup_interval=3600.0,
+    )
+    metrics = ServiceMetrics(registry)
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(*settings.input_topics.values(), key_type=bytes, value_type=bytes,
+                             **raw)
+    alerts_topic = app.topic(settings.topic("alerts"), **raw)
+    metrics_topic = app.topic(settings.topic("metrics"), **raw)
+    deadletters_topic = app.topic(settings.topic("deadletters"), **raw)
+    deltas_topic = app.topic(settings.topic("metric-deltas"), key_type=bytes, value_type=bytes,
+                             **raw)
+    # str keys and bytes values make Faust pick its "raw" codec for the changelog.
+    customers = app.Table("customers", partitions=settings.topic_partitions, key_type=str,
+                          value_type=bytes)
+    metric_accs = app.Table("metric-accumulators", partitions=settings.topic_partitions,
+                            key_type=str, value_type=bytes)
+
+    def highwater(tp: Any) -> int | None:
+        try:
+            return app.consumer.highwater(tp)  # type: ignore[no-any-return]
+        except Exception:  # consumer not started (test_context) or partition not fetched yet
+            return None
+
+    probe = BacklogProbe(settings.kafka_bootstrap, settings.app_id,
+                         list(settings.input_topics.values()))
+    scorer = Scorer(
+        Engine(settings.engine_config()),
+        customers,
+        SimpleNamespace(alerts=alerts_topic, deltas=deltas_topic, deadletters=deadletters_topic),
+        metrics,
+        partitioner_for(settings.topic_partitions),
+        highwater,
+        probe,
+    )
+
+    @app.on_partitions_revoked.connect
+    async def _forget_indexes(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        scorer.forget()
+
+    @app.on_partitions_assigned.connect
+    async def _forget_on_assign(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        scorer.forget()
+
+    async def score_events(stream: Any) -> None:
+        """Every input event: decode, apply to the customer, publish what it decided."""
+        async for event in stream.events():
+            await scorer.handle(event.message, event.value)
+            metrics.customers.set(len(customers))
+
+    async def aggregate_metrics(stream: Any) -> None:
+        """Sum metric deltas from every partition into one value per window."""
+        async for value in stream:
+            metric, segment, start, seconds, num, den = orjson.loads(value)
+            delta = MetricDelta(metric, segment, float(start), int(seconds), num, den)
+            book_key = f"{metric}|{segment or '*'}|{start:.0f}|{seconds}"
+            prev = metric_accs.get(book_key)
+            acc, update = fold(tuple(orjson.loads(prev)) if prev is not None else None, delta)
+            metric_accs[book_key] = orjson.dumps(acc)
+            await metrics_topic.send(key=update.key.encode(), value=orjson.dumps(update.to_dict()))
+            if update.value is not None:
+                metrics.metric_value.labels(
+                    metric, segment or "all", _WINDOW_LABEL.get(int(seconds), f"{seconds}s")
+                ).set(update.value)
+
+    score_agent = app.agent(events_topic, name="score_events")(score_events)
+    metrics_agent = app.agent(deltas_topic, name="aggregate_metrics")(aggregate_metrics)
+
+    @app.page("/metrics")
+    async def prometheus_metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
+
+    return Service(
+        app=app,
+        settings=settings,
+        metrics=metrics,
+        scorer=scorer,
+        events_topic=events_topic,
+        alerts_topic=alerts_topic,
+        metrics_topic=metrics_topic,
+        deadletters_topic=deadletters_topic,
+        deltas_topic=deltas_topic,
+        customers=customers,
+        metric_accs=metric_accs,
+        score_events=score_agent,
+        aggregate_metrics=metrics_agent,
+    )

@@ -1,0 +1,53 @@
+"""Which input partitions still have a backlog for this consumer group.
+
+The watermark of a partition is held back by every input topic that still
+has records to deliver (see ``cxstream.partition.StreamClock``). A topic
+whose first record has not arrived yet can only be known to have a backlog
+by asking the broker: its end offset against the group's committed offset.
+This asks once per partition per assignment, with its own small consumer
+that joins no group.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+__all__ = ["BacklogProbe"]
+
+
+class BacklogProbe:
+    """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.topics = topics
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def __call__(self, partition: int) -> dict[str, int]:
+        consumer = await self._ensure()
+        tps = [TopicPartition(t, partition) for t in self.topics]
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        backlog: dict[str, int] = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            start = committed if committed is not None else begins[tp]
+            if ends[tp] > start:
+                backlog[tp.topic] = ends[tp]
+        return backlog
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                enable_auto_commit=False,
+            )
+            await self._consumer.start()
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

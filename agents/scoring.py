@@ -1,0 +1,128 @@
+"""The score step of the worker: one message in, engine outcome published.
+
+Holds one ``PartitionProcessor`` per assigned partition, restored from the
+changelogged table the first time a partition is seen after a rebalance, so a
+restarted or newly assigned worker carries on from the table's state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from cxstream.alerts import rfc3339
+from cxstream.engine import Engine
+from cxstream.errors import InvalidEvent
+from cxstream.partition import PartitionProcessor
+
+from .ingest import decode, dead_letter
+from .sensors import ServiceMetrics
+from .tables import TableStore
+
+__all__ = ["Scorer", "encode_delta"]
+
+
+def encode_delta(metric: str, segment: str | None, start: float, seconds: int,
+                 num: float, den: float) -> bytes:
+    """Wire form of a metric delta on the internal deltas topic."""
+    return orjson.dumps([metric, segment, start, seconds, num, den])
+
+
+class Scorer:
+    """Decode → ``PartitionProcessor.process`` → send, for one message at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        table: Any,
+        topics: Any,
+        metrics: ServiceMetrics,
+        partition_of: Callable[[str], int],
+        highwater: Callable[[Any], int | None],
+        probe: Callable[[int], Awaitable[dict[str, int]]],
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.topics = topics
+        self.metrics = metrics
+        self.partition_of = partition_of
+        self.highwater = highwater
+        self.probe = probe
+        self.processors: dict[int, PartitionProcessor] = {}
+        self._ends: dict[tuple[str, int], int] = {}
+
+    def forget(self) -> None:
+        """Drop in-memory indexes after a rebalance; they are rebuilt from the table."""
+        self.processors.clear()
+        self._ends.clear()
+
+    async def processor(self, partition: int) -> PartitionProcessor:
+        """The partition's processor, restored from the table and told of backlogs."""
+        proc = self.processors.get(partition)
+        if proc is None:
+            store = TableStore(self.table, lambda cid: self.partition_of(cid) == partition)
+            proc = PartitionProcessor.restore(self.engine, store)
+            for topic, end in (await self.probe(partition)).items():
+                proc.clock.hold(topic)
+                self._ends[(topic, partition)] = end
+            self.processors[partition] = proc
+        return proc
+
+    def caught_up(self, tp: Any, offset: int) -> bool:
+        """Whether ``offset`` is the last record of ``tp`` known right now."""
+        end = max(self._ends.get((tp.topic, tp.partition), 0), self.highwater(tp) or 0)
+        return offset + 1 >= end
+
+    async def handle(self, message: Any, raw: bytes | None) -> None:
+        """Process one input message; every path ends published or dead-lettered."""
+        started = time.perf_counter()
+        try:
+            event = decode(raw)
+        except InvalidEvent as exc:
+            await self._dead(message, raw, exc.code, exc.reason)
+            return
+        proc = await self.processor(message.partition)
+        caught_up = self.caught_up(message.tp, message.offset)
+        out = proc.process(event, source=message.topic, caught_up=caught_up)
+        m = self.metrics
+        if out.late:
+            wm = proc.clock.watermark
+            await self._dead(
+                message, raw, "late",
+                f"occurred_at {rfc3339(event.occurred_at)} is before the partition's watermark "
+                f"{rfc3339(wm)} (allowed lateness "
+                f"{self.engine.config.allowed_lateness_seconds:g}s)",
+            )
+            return
+        if out.duplicate:
+            m.duplicates.inc()
+            return
+        m.events.labels(event.type).inc()
+        topics = self.topics
+        for alert in out.alerts:
+            await topics.alerts.send(key=alert.customer_id.encode(),
+                                     value=orjson.dumps(alert.to_dict()))
+            m.alerts.labels(alert.kind, alert.state).inc()
+        for d in out.metrics:
+            key = f"{d.metric}|{d.segment or '*'}|{d.window_start:.0f}|{d.window_seconds}"
+            await topics.deltas.send(
+                key=key.encode(),
+                value=encode_delta(d.metric, d.segment, d.window_start, d.window_seconds,
+                                   d.numerator, d.denominator),
+            )
+        if proc.clock.watermark > -math.inf:
+            m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
+        m.latency.observe(time.perf_counter() - started)
+
+    async def _dead(self, message: Any, raw: bytes | None, code: str, reason: str) -> None:
+        await self.topics.deadletters.send(
+            key=message.key,
+            value=dead_letter(raw, code=code, reason=reason, topic=message.topic,
+                              partition=message.partition, offset=message.offset,
+                              key=message.key),
+        )
+        self.metrics.dead_letters.labels(code).inc()

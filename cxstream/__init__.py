@@ -1,0 +1,1 @@
+"""cxstream: real-time churn signals from customer activity."""

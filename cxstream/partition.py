@@ -1,0 +1,159 @@
+"""One Kafka partition's customers: stream time, lateness and the inactivity sweep.
+
+A customer who never sends another event must still be alerted, so event time
+has to advance without them. It advances per partition with the other
+customers' events (like Kafka Streams' stream time per task): after each
+event the processor computes the watermark and *sweeps* every customer whose
+next decision is due by then, using a heap of due times.
+
+In the worker the sweep runs inside the processing of a stream event of that
+same partition. That is deliberate: Faust only allows table writes during
+stream iteration and sends each change to the changelog partition of the
+event being processed. Because a partition's sweep touches only that
+partition's customers, their changes land in the right changelog partition
+and survive a restart; a timer-driven sweep would write outside any event,
+which Faust refuses.
+
+``StreamClock`` merges several inputs (the worker reads one topic per event
+family): while an input still has a backlog, its own stream time holds the
+watermark back, so a fast topic cannot make a slow topic's events late.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from cxstream.alerts import Alert
+from cxstream.engine import Engine
+from cxstream.events import Event
+from cxstream.metrics import MetricDelta
+from cxstream.state import StateStore
+
+__all__ = ["Outcome", "PartitionProcessor", "StreamClock"]
+
+
+class StreamClock:
+    """Event-time watermark of one partition over one or more inputs."""
+
+    __slots__ = ("_caught_up", "_lateness", "_times", "watermark")
+
+    def __init__(self, lateness_seconds: float, floor: float = -math.inf) -> None:
+        self._lateness = lateness_seconds
+        self._times: dict[str, float] = {}
+        self._caught_up: dict[str, bool] = {}
+        self.watermark = floor
+
+    def hold(self, source: str) -> None:
+        """Hold the watermark until ``source`` delivers (it is known to have a backlog)."""
+        if source not in self._times:
+            self._times[source] = -math.inf
+            self._caught_up[source] = False
+
+    def observe(self, source: str, occurred_at: float, caught_up: bool = False) -> float:
+        """Note an event from ``source``; return the (monotonic) watermark.
+
+        :param caught_up: the source has nothing more to read right now; its
+            stream time then stops holding the watermark back.
+        """
+        prev = self._times.get(source)
+        if prev is None or occurred_at > prev:
+            self._times[source] = occurred_at
+        self._caught_up[source] = caught_up
+        behind = [t for s, t in self._times.items() if not self._caught_up[s]]
+        stream_time = min(behind) if behind else max(self._times.values())
+        wm = stream_time - self._lateness
+        if wm > self.watermark:
+            self.watermark = wm
+        return self.watermark
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What processing one input event produced."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    metrics: list[MetricDelta] = field(default_factory=list)
+    late: bool = False
+    duplicate: bool = False
+
+
+class PartitionProcessor:
+    """Applies a partition's events in arrival order and sweeps due customers."""
+
+    __slots__ = ("_due", "_scheduled", "clock", "engine", "store")
+
+    def __init__(self, engine: Engine, store: StateStore, clock: StreamClock) -> None:
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self._due: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
+
+    @classmethod
+    def restore(cls, engine: Engine, store: StateStore) -> PartitionProcessor:
+        """Rebuild the due heap and a safe watermark from stored states.
+
+        The watermark restarts at the highest point any customer was settled
+        to: never ahead of where it was, so no event becomes late by a restart.
+        """
+        floor = -math.inf
+        proc = cls(engine, store, StreamClock(engine.config.allowed_lateness_seconds))
+        for st in store.values():
+            if st.settled_at is not None and st.settled_at > floor:
+                floor = st.settled_at
+            proc._schedule(st.customer_id, engine.due_at(st))
+        proc.clock.watermark = floor
+        return proc
+
+    def process(self, event: Event, source: str = "input", caught_up: bool = False) -> Outcome:
+        """Apply one event, then sweep every customer due by the new watermark."""
+        wm = self.clock.watermark
+        if event.occurred_at < wm:
+            return Outcome(late=True)
+        state = self.store.get(event.customer_id)
+        decision = self.engine.apply(state, event, wm if wm > -math.inf else None)
+        if decision.duplicate:
+            return Outcome(duplicate=True)
+        self.store.put(decision.state)
+        self._schedule(event.customer_id, self.engine.due_at(decision.state))
+        out = Outcome(decision.alerts, decision.metrics)
+        new_wm = self.clock.observe(source, event.occurred_at, caught_up)
+        if new_wm > wm:
+            out.alerts.extend(self.sweep(new_wm))
+        return out
+
+    def sweep(self, watermark: float) -> list[Alert]:
+        """Decide for every customer whose next decision is due by ``watermark``."""
+        alerts: list[Alert] = []
+        due = self._due
+        while due and due[0][0] <= watermark:
+            at, customer_id = heapq.heappop(due)
+            if self._scheduled.get(customer_id) != at:
+                continue  # superseded by an earlier entry for the same customer
+            del self._scheduled[customer_id]
+            st = self.store.get(customer_id)
+            if st is None:
+                continue
+            real = self.engine.due_at(st)
+            if real is None or real > watermark:
+                self._schedule(customer_id, real)  # activity moved it on; no write needed
+                continue
+            found = self.engine.advance(st, watermark)
+            if found:
+                alerts.extend(found)
+            self.store.put(st)
+            self._schedule(customer_id, self.engine.due_at(st))
+        return alerts
+
+    def _schedule(self, customer_id: str, at: float | None) -> None:
+        if at is None:
+            return
+        current = self._scheduled.get(customer_id)
+        if current is None or at < current:
+            self._scheduled[customer_id] = at
+            heapq.heappush(self._due, (at, customer_id))
+
+    def __len__(self) -> int:
+        return len(self._scheduled)

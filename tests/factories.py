@@ -1,0 +1,146 @@
+"""Builders for engine events and runs, shared by every test layer.
+
+Times are given as days (and hours/minutes) after ``T0``, a fixed instant, so a
+story reads like the brief ("silent for 14 days") and a test never depends on
+the wall clock. Event ids default to ``customer/type/event-time``: two events
+with the same customer, type and instant are the same event, which is what the
+contract says a repeat is. Pass ``event_id=`` to say otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from cxstream.alerts import Alert
+from cxstream.config import DAY_SECONDS, EngineConfig
+from cxstream.engine import Engine
+from cxstream.events import Event
+from cxstream.metrics import MetricBook
+from cxstream.replay import Replayer, ReplayResult
+
+__all__ = [
+    "DAY",
+    "HOUR",
+    "MINUTE",
+    "T0",
+    "alert_set",
+    "at",
+    "bounced",
+    "by_customer",
+    "by_time",
+    "clicked",
+    "daily",
+    "engine_factory",
+    "event",
+    "event_factory",
+    "login",
+    "metric_values",
+    "opened",
+    "replay",
+    "sent",
+    "ticket",
+]
+
+T0: float = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
+DAY: float = DAY_SECONDS
+HOUR: float = 3_600.0
+MINUTE: float = 60.0
+
+
+def at(day: float, hour: float = 0.0, minute: float = 0.0, second: float = 0.0) -> float:
+    """Event time ``day`` days, ``hour`` hours... after ``T0``, as POSIX seconds."""
+    return T0 + day * DAY + hour * HOUR + minute * MINUTE + second
+
+
+def event(
+    type_: str,
+    customer_id: str,
+    day: float,
+    hour: float = 0.0,
+    minute: float = 0.0,
+    *,
+    second: float = 0.0,
+    event_id: str | None = None,
+    **fields: Any,
+) -> Event:
+    """Any event type; extra keyword fields go to ``Event`` (segment, ticket_id...)."""
+    t = at(day, hour, minute, second)
+    eid = event_id if event_id is not None else f"{customer_id}/{type_}/{t!r}"
+    return Event(eid, customer_id, type_, t, **fields)  # type: ignore[arg-type]
+
+
+def event_factory(type_: str) -> Callable[..., Event]:
+    """A builder for one event type: ``event_factory("login")("c1", 3, hour=9)``."""
+
+    def build(customer_id: str, day: float, hour: float = 0.0, minute: float = 0.0, **kw: Any) -> Event:
+        return event(type_, customer_id, day, hour, minute, **kw)
+
+    build.__name__ = type_.replace(".", "_")
+    build.__doc__ = f"A ``{type_}`` event of ``customer_id`` on ``day`` (after T0)."
+    return build
+
+
+login = event_factory("login")
+sent = event_factory("email.sent")
+opened = event_factory("email.opened")
+clicked = event_factory("email.clicked")
+bounced = event_factory("email.bounced")
+ticket = event_factory("ticket.opened")
+
+
+def daily(
+    customer_id: str,
+    first_day: int,
+    last_day: int,
+    hour: float = 9.0,
+    builder: Callable[..., Event] = login,
+    **kw: Any,
+) -> list[Event]:
+    """One event a day (a login by default) from ``first_day`` to ``last_day`` inclusive."""
+    return [builder(customer_id, d, hour, **kw) for d in range(first_day, last_day + 1)]
+
+
+def by_time(events: Iterable[Event]) -> list[Event]:
+    """Events in event-time order (ties by id, so the order is stable)."""
+    return sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+
+
+def engine_factory(**config: Any) -> Engine:
+    """An ``Engine`` with ``EngineConfig(**config)``."""
+    return Engine(EngineConfig(**config))
+
+
+def replay(
+    events: Iterable[Event],
+    config: EngineConfig | None = None,
+    partitions: int = 1,
+    partition_of: Callable[[str], int] | None = None,
+) -> ReplayResult:
+    """Replay ``events`` in the given order through a fresh ``Replayer``."""
+    replayer = Replayer(Engine(config or EngineConfig()), partitions, partition_of)
+    return replayer.run(events)
+
+
+def by_customer(alerts: Iterable[Alert], customer_id: str) -> list[Alert]:
+    """The alerts of one customer, in decision order."""
+    return [a for a in alerts if a.customer_id == customer_id]
+
+
+def alert_set(alerts: Iterable[Alert]) -> list[tuple[tuple[str, Any], ...]]:
+    """Alerts as sorted, hashable wire dicts: compare runs whose decision order may differ."""
+    rows = []
+    for a in alerts:
+        d = a.to_dict()
+        d["reasons"] = tuple(tuple(sorted(r.items())) for r in d["reasons"])
+        rows.append(tuple(sorted(d.items())))
+    return sorted(rows, key=repr)
+
+
+def metric_values(book: MetricBook) -> dict[tuple[str, str | None, float, float], tuple[Any, int]]:
+    """``(metric, segment, window_start, window_end) -> (value, sample_size)`` of a book."""
+    return {
+        (u.metric, u.segment, u.window_start, u.window_end): (u.value, u.sample_size)
+        for u in book.updates()
+    }

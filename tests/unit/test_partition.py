@@ -1,0 +1,241 @@
+"""Stream time per partition, the sweep, and recovery from the state store."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from cxstream.config import EngineConfig
+from cxstream.engine import Engine
+from cxstream.events import Event
+from cxstream.partition import PartitionProcessor, StreamClock
+from cxstream.replay import Replayer
+from cxstream.state import CustomerState, DictStore
+from tests.factories import (
+    alert_set,
+    at,
+    by_customer,
+    by_time,
+    daily,
+    login,
+    opened,
+    replay,
+    sent,
+    ticket,
+)
+
+LATENESS = 300.0
+
+# -- StreamClock ----------------------------------------------------------------------------
+
+Obs = tuple[str, float, bool]  # (source, occurred_at, caught_up)
+
+
+@pytest.mark.parametrize(
+    ("observations", "expected"),
+    [
+        pytest.param([("logins", 1_000, False)], 700, id="one-input-minus-lateness"),
+        pytest.param(
+            [("logins", 1_000, False), ("logins", 900, False)], 700, id="older-event-does-not-move-it-back"
+        ),
+        pytest.param(
+            [("logins", 1_000, False), ("logins", 2_000, False)], 1_700, id="newer-event-moves-it-on"
+        ),
+        pytest.param(
+            [("logins", 5_000, False), ("emails", 2_000, False)],
+            4_700,
+            id="a-new-slow-input-cannot-move-it-back",
+        ),
+        pytest.param(
+            [("emails", 1_000, False), ("logins", 3_000, False)],
+            700,
+            id="min-over-inputs-with-a-backlog",
+        ),
+        pytest.param(
+            [("emails", 1_000, False), ("logins", 3_000, False), ("emails", 1_000, True)],
+            2_700,
+            id="a-caught-up-input-does-not-hold-it-back",
+        ),
+        pytest.param(
+            [("logins", 1_000, True), ("emails", 2_000, True), ("tickets", 1_500, True)],
+            1_700,
+            id="max-over-all-when-all-caught-up",
+        ),
+        pytest.param(
+            [("logins", 3_000, True), ("emails", 2_000, True), ("emails", 2_100, False)],
+            2_700,
+            id="stays-when-an-input-falls-behind-again",
+        ),
+    ],
+)
+def test_stream_clock_watermark(observations: list[Obs], expected: float) -> None:
+    clock = StreamClock(LATENESS)
+
+    for source, t, caught_up in observations:
+        clock.observe(source, t, caught_up)
+
+    assert clock.watermark == expected
+
+
+def test_stream_clock_starts_at_its_floor_and_never_goes_below_it() -> None:
+    assert StreamClock(LATENESS).watermark == -math.inf
+
+    clock = StreamClock(LATENESS, floor=5_000)
+
+    assert clock.observe("logins", 1_000) == 5_000
+    assert clock.observe("logins", 6_000) == 5_700
+
+
+def test_stream_clock_watermark_is_monotonic_whatever_the_inputs() -> None:
+    clock = StreamClock(LATENESS)
+    marks = [
+        clock.observe(source, t, caught_up)
+        for source, t, caught_up in [
+            ("a", 10_000, True),
+            ("b", 1_000, False),
+            ("c", 500, False),
+            ("a", 20_000, False),
+            ("b", 15_000, True),
+            ("c", 900, True),
+        ]
+    ]
+
+    assert marks == sorted(marks)
+
+
+def test_a_slow_input_with_a_backlog_keeps_its_events_from_becoming_late() -> None:
+    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
+    proc.process(sent("b", 0, 9), source="emails")  # the emails topic is 10 days behind
+    proc.process(login("a", 10, 9), source="logins")
+
+    out = proc.process(opened("b", 0, 10), source="emails")
+
+    assert not out.late
+    assert proc.clock.watermark == at(0, 10) - LATENESS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="StreamClock only knows inputs it has seen: the first event of an input that has not "
+    "reported yet is judged against the other inputs' stream time (see report)",
+)
+def test_an_input_not_heard_from_yet_cannot_make_its_first_events_late() -> None:
+    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
+    proc.process(login("a", 10, 9), source="logins")  # logins happen to be read first
+
+    out = proc.process(sent("b", 0, 9), source="emails")
+
+    assert not out.late
+
+
+# -- stream time is per partition -----------------------------------------------------------
+
+
+def test_stream_time_is_per_partition() -> None:
+    # "quiet" (partition 1) is silent for 30 days, but nobody else is in partition 1,
+    # so its stream time never passes the deadline; "clock" lives in partition 0.
+    events = by_time([login("quiet-1", 0, 9), *daily("clock-0", 0, 30, hour=8)])
+
+    alone = replay(events, partitions=2, partition_of=lambda cid: int(cid[-1]) % 2)
+    together = replay(events)
+
+    assert by_customer(alone.alerts, "quiet-1") == []
+    assert [a.state for a in by_customer(together.alerts, "quiet-1")] == ["raised", "escalated"]
+
+
+@pytest.mark.parametrize(
+    ("partitions", "partition_of"),
+    [(0, None), (2, None)],
+    ids=["no-partitions", "several-partitions-without-a-partitioner"],
+)
+def test_replayer_rejects_an_impossible_partitioning(partitions: int, partition_of: None) -> None:
+    with pytest.raises(ValueError):
+        Replayer(Engine(EngineConfig()), partitions, partition_of)
+
+
+# -- recovery -------------------------------------------------------------------------------
+
+
+def recovery_story() -> list[Event]:
+    """Several customers over 50 days, in event-time order (so nothing is late)."""
+    return by_time(
+        [
+            *daily("clock", 0, 50, hour=8),  # moves stream time
+            login("quiet", 0, 9),  # silent: raised day 14, escalated day 28
+            login("comeback", 0, 9, segment="pro"),  # silent, back on day 20, silent again
+            login("comeback", 20, 12, segment="pro"),
+            *[login("regular", d, 10) for d in range(0, 51, 5)],  # never alerted
+            *[sent("newbie", d, 11, message_id=f"m{d}") for d in range(6, 50, 4)],  # first seen day 6
+            opened("late-opener", 0, 13),
+            ticket("late-opener", 10, 13, ticket_id="t1"),
+            opened("late-opener", 31, 13),  # back after escalation
+            login("flapper", 0, 14),
+            login("flapper", 15, 14),
+            login("flapper", 30, 14),
+            login("flapper", 45, 14),
+        ]
+    )
+
+
+def run_processor(proc: PartitionProcessor, events: list[Event]) -> list:  # type: ignore[type-arg]
+    alerts = []
+    for e in events:
+        out = proc.process(e)
+        assert not out.late, e
+        alerts.extend(out.alerts)
+    return alerts
+
+
+def changelog_copy(store: DictStore) -> DictStore:
+    """What a restarted worker reads back: every state through its serialized form."""
+    copy = DictStore()
+    for st in store.values():
+        copy.put(CustomerState.from_dict(orjson.loads(orjson.dumps(st.to_dict()))))
+    return copy
+
+
+@pytest.mark.parametrize("split", [1, 7, 25, 40, 60, 82])
+def test_a_processor_restored_from_its_store_continues_like_an_uninterrupted_one(split: int) -> None:
+    engine = Engine(EngineConfig())
+    events = recovery_story()
+    first, second = events[:split], events[split:]
+
+    uninterrupted = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
+    expected = run_processor(uninterrupted, events)
+
+    before_crash = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
+    alerts = run_processor(before_crash, first)
+    restored = PartitionProcessor.restore(engine, changelog_copy(before_crash.store))  # type: ignore[arg-type]
+    assert restored.clock.watermark <= before_crash.clock.watermark  # never ahead: nothing new is late
+    alerts += run_processor(restored, second)
+
+    assert {a.customer_id for a in expected} >= {"quiet", "comeback", "newbie", "late-opener", "flapper"}
+    assert alert_set(alerts) == alert_set(expected)
+    assert activity_and_episodes(restored.store) == activity_and_episodes(uninterrupted.store)
+
+
+def activity_and_episodes(store: object) -> dict[str, tuple[object, ...]]:
+    return {
+        st.customer_id: (st.first_seen_at, st.last_activity_at, st.pending, st.episodes, st.events)
+        for st in store.values()  # type: ignore[attr-defined]
+    }
+
+
+def test_a_restored_processor_raises_a_silent_customer_without_any_event_of_theirs() -> None:
+    engine = Engine(EngineConfig())
+    before_crash = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
+    run_processor(before_crash, by_time([login("quiet", 0, 9), *daily("clock", 0, 10, hour=8)]))
+
+    restored = PartitionProcessor.restore(engine, changelog_copy(before_crash.store))  # type: ignore[arg-type]
+    alerts = run_processor(restored, daily("clock", 11, 20, hour=8))
+
+    assert [(a.state, a.decided_at) for a in by_customer(alerts, "quiet")] == [("raised", at(14, 9))]
+
+
+def test_restore_of_an_empty_store_starts_from_nothing() -> None:
+    restored = PartitionProcessor.restore(Engine(EngineConfig()), DictStore())
+
+    assert restored.clock.watermark == -math.inf
+    assert len(restored) == 0
