@@ -32,10 +32,10 @@ __all__ = [
     "by_time",
     "clicked",
     "daily",
-    "engine_factory",
-    "event",
+        "event",
     "event_factory",
     "login",
+    "make_engine",
     "metric_values",
     "opened",
     "replay",
@@ -107,7 +107,7 @@ def by_time(events: Iterable[Event]) -> list[Event]:
     return sorted(events, key=lambda e: (e.occurred_at, e.event_id))
 
 
-def engine_factory(**config: Any) -> Engine:
+def make_engine(**config: Any) -> Engine:
     """An ``Engine`` with ``EngineConfig(**config)``."""
     return Engine(EngineConfig(**config))
 

@@ -90,7 +90,7 @@ def test_partition_reports_a_repeat_and_changes_nothing() -> None:
     assert proc.clock.watermark == watermark
 
 
-def test_a_repeat_that_arrives_after_the_watermark_is_late_and_changes_nothing() -> None:
+def test_a_repeat_that_arrives_after_the_watermark_changes_nothing() -> None:
     proc = processor()
     for e in [login("a", 0, 9), sent("a", 0, 10), login("b", 0, 11)]:
         proc.process(e)
@@ -98,7 +98,7 @@ def test_a_repeat_that_arrives_after_the_watermark_is_late_and_changes_nothing()
 
     out = proc.process(sent("a", 0, 10))
 
-    assert out.late
+    assert out.late or out.duplicate  # today: late, since lateness is checked first
     assert out.alerts == [] and out.metrics == []
     assert snapshot(proc) == before
 

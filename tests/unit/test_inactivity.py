@@ -21,7 +21,7 @@ from tests.factories import (
     by_time,
     clicked,
     daily,
-    engine_factory,
+    make_engine,
     event,
     login,
     opened,
@@ -52,7 +52,7 @@ def transitions(alerts: list[Alert]) -> list[tuple[str, str, float, int]]:
 
 def feed_one_by_one(events: list[Event]) -> list[tuple[Event, list[Alert]]]:
     """Which input event made the partition decide which alerts."""
-    replayer = Replayer(engine_factory())
+    replayer = Replayer(make_engine())
     return [(e, replayer.feed(e)) for e in events]
 
 
@@ -199,7 +199,7 @@ def test_silent_customer_story(comeback: Event, expected: list[tuple[str, str, f
 def test_resolution_is_decided_only_once_the_watermark_passes_the_returning_activity() -> None:
     back = at(35, 12)
     events = [login("quiet", 0, 9), *clock(35), login("quiet", 35, 12)]
-    replayer = Replayer(engine_factory())
+    replayer = Replayer(make_engine())
     replayer.run(events)
     assert [a.state for a in by_customer(replayer.result.alerts, "quiet")] == ["raised", "escalated"]
 

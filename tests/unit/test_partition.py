@@ -116,18 +116,34 @@ def test_a_slow_input_with_a_backlog_keeps_its_events_from_becoming_late() -> No
     assert proc.clock.watermark == at(0, 10) - LATENESS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StreamClock only knows inputs it has seen: the first event of an input that has not "
-    "reported yet is judged against the other inputs' stream time (see report)",
-)
-def test_an_input_not_heard_from_yet_cannot_make_its_first_events_late() -> None:
+def test_an_input_held_before_it_delivers_keeps_its_first_events_from_becoming_late() -> None:
     proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
+    proc.clock.hold("emails")  # the worker knows the emails topic has a backlog
     proc.process(login("a", 10, 9), source="logins")  # logins happen to be read first
 
     out = proc.process(sent("b", 0, 9), source="emails")
 
     assert not out.late
+    assert proc.clock.watermark == at(0, 9) - LATENESS
+
+
+def test_holding_an_input_that_already_delivered_changes_nothing() -> None:
+    clock = StreamClock(LATENESS)
+    clock.observe("emails", 1_000)
+    clock.observe("logins", 5_000, caught_up=True)
+
+    clock.hold("emails")
+    clock.hold("logins")
+
+    assert clock.observe("emails", 2_000) == 1_700
+
+
+def test_without_a_hold_the_first_events_of_an_unseen_input_can_be_late() -> None:
+    # The clock only knows inputs it has seen; the worker must hold() the others.
+    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
+    proc.process(login("a", 10, 9), source="logins")
+
+    assert proc.process(sent("b", 0, 9), source="emails").late
 
 
 # -- stream time is per partition -----------------------------------------------------------

@@ -12,10 +12,15 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import orjson
+
 from cxstream.alerts import Alert
 from cxstream.config import EngineConfig, InactivityRule
+from cxstream.engine import Engine
 from cxstream.events import Event
 from cxstream.inactivity import MAX_PENDING
+from cxstream.partition import PartitionProcessor, StreamClock
+from cxstream.state import CustomerState, DictStore
 from tests.factories import DAY, HOUR, alert_set, at, by_customer, by_time, metric_values, replay
 
 LATENESS = 6 * HOUR
@@ -149,3 +154,38 @@ def test_each_customer_has_at_most_one_open_episode_per_kind(events: list[Event]
                 del open_episodes[key]
         assert a.decided_at >= last_decided.get(key, -math.inf)
         last_decided[key] = a.decided_at
+
+
+def run(proc: PartitionProcessor, events: list[Event]) -> list[Alert]:
+    alerts: list[Alert] = []
+    for e in events:
+        out = proc.process(e)
+        assert not out.late
+        alerts += out.alerts
+    return alerts
+
+
+@FAST
+@given(streams(), st.data())
+def test_a_restart_at_any_point_decides_the_same_alerts(events: list[Event], data: st.DataObject) -> None:
+    split = data.draw(st.integers(0, len(events)), label="split")
+    engine = Engine(CONFIG)
+    uninterrupted = run(PartitionProcessor(engine, DictStore(), StreamClock(LATENESS)), events)
+
+    before_crash = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
+    alerts = run(before_crash, events[:split])
+    changelog = DictStore()
+    for state in before_crash.store.values():
+        changelog.put(CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))))
+    alerts += run(PartitionProcessor.restore(engine, changelog), events[split:])
+
+    assert alert_set(alerts) == alert_set(uninterrupted)
+
+
+@FAST
+@given(streams())
+def test_metrics_of_two_partitions_add_up_to_those_of_one(events: list[Event]) -> None:
+    one = replay(events, CONFIG)
+    two = replay(events, CONFIG, partitions=2, partition_of=lambda cid: int(cid[-1]) % 2)
+
+    assert metric_values(two.metrics) == metric_values(one.metrics)

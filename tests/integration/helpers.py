@@ -1,0 +1,164 @@
+"""Building blocks for tests on the real broker: settings, a worker process, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from cxstream.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fresh_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
+    """Settings with their own topics, group, state dir and web port."""
+    run = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": f"it{run}",
+        "app_id": f"it{run}",
+        "data_dir": tmp / f"worker-{run}",
+        "web_port": free_port(),
+        "topic_partitions": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a worker subprocess needs to run with ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
+    for name, value in settings.model_dump().items():
+        if name == "segments":
+            continue
+        text = orjson.dumps(value).decode() if isinstance(value, tuple | list) else str(value)
+        env[f"CXSTREAM_{name.upper()}"] = text
+    return env
+
+
+class WorkerProcess:
+    """A ``cxstream worker`` subprocess, its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cxstream.cli", "worker"],
+            env=settings_env(settings), stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, start_new_session=True,
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}/metrics"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /metrics answers; fails with the log tail if the worker died."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                self.scrape()
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{self.log_tail()}")
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample's value from /metrics (0 if absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.scrape()):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return 0.0
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sig: int = 15, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 60.0,
+    settle: float | None = None,
+) -> list[dict[str, Any]]:
+    """Read a topic from the start, decoding JSON, until ``until(records)`` or timeout.
+
+    With ``settle``, also stop once nothing new arrived for that many seconds
+    (to assert that no *extra* records come).
+    """
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )
+    await consumer.start()
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline and not until(records):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                records.extend(orjson.loads(m.value) for m in msgs)
+                last_new = time.monotonic()
+            if settle is not None and records and time.monotonic() - last_new > settle:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+    """Send raw (key, value) pairs, e.g. malformed messages a buggy publisher might send."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine from a sync test."""
+    return asyncio.run(coro)
