@@ -6,16 +6,12 @@ a dead letter carrying its original bytes, where it came from, and why.
 
 from __future__ import annotations
 
-import base64
-import time
-from typing import Any
+from datetime import UTC, datetime
 
-import orjson
-
-from cxstream.alerts import rfc3339
 from cxstream.errors import InvalidEvent
 from cxstream.events import Event
 from cxstream.schemas.events import parse_event
+from cxstream.schemas.outputs import dead_letter_for
 
 __all__ = ["dead_letter", "decode"]
 
@@ -29,23 +25,14 @@ def decode(raw: bytes | None) -> Event:
 
 def dead_letter(
     raw: bytes | None,
+    error: InvalidEvent,
     *,
-    code: str,
-    reason: str,
     topic: str | None,
     partition: int | None,
     offset: int | None,
     key: bytes | None,
 ) -> bytes:
     """The dead-letter record (``schemas/json/dead-letter.schema.json``) as JSON bytes."""
-    record: dict[str, Any] = {
-        "reason": reason,
-        "code": code,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "key": key.decode("utf-8", errors="replace") if key is not None else None,
-        "payload_b64": base64.b64encode(raw or b"").decode("ascii"),
-        "received_at": rfc3339(time.time()),
-    }
-    return orjson.dumps(record)
+    record = dead_letter_for(raw or b"", error, received_at=datetime.now(UTC), topic=topic,
+                             partition=partition, offset=offset, key=key)
+    return record.model_dump_json().encode()

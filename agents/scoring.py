@@ -83,7 +83,7 @@ class Scorer:
         try:
             event = decode(raw)
         except InvalidEvent as exc:
-            await self._dead(message, raw, exc.code, exc.reason)
+            await self._dead(message, raw, exc)
             return
         proc = await self.processor(message.partition)
         caught_up = self.caught_up(message.tp, message.offset)
@@ -91,12 +91,10 @@ class Scorer:
         m = self.metrics
         if out.late:
             wm = proc.clock.watermark
-            await self._dead(
-                message, raw, "late",
+            await self._dead(message, raw, InvalidEvent(
                 f"occurred_at {rfc3339(event.occurred_at)} is before the partition's watermark "
                 f"{rfc3339(wm)} (allowed lateness "
-                f"{self.engine.config.allowed_lateness_seconds:g}s)",
-            )
+                f"{self.engine.config.allowed_lateness_seconds:g}s)", code="late"))
             return
         if out.duplicate:
             m.duplicates.inc()
@@ -118,11 +116,10 @@ class Scorer:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
         m.latency.observe(time.perf_counter() - started)
 
-    async def _dead(self, message: Any, raw: bytes | None, code: str, reason: str) -> None:
+    async def _dead(self, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
         await self.topics.deadletters.send(
             key=message.key,
-            value=dead_letter(raw, code=code, reason=reason, topic=message.topic,
-                              partition=message.partition, offset=message.offset,
-                              key=message.key),
+            value=dead_letter(raw, error, topic=message.topic, partition=message.partition,
+                              offset=message.offset, key=message.key),
         )
-        self.metrics.dead_letters.labels(code).inc()
+        self.metrics.dead_letters.labels(error.code).inc()

@@ -23,6 +23,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import mode.loop
+
+    mode.loop.use("uvloop")  # before Faust creates its loop: ~2x faster I/O scheduling
     import faust
     from prometheus_client import CollectorRegistry
 

@@ -36,7 +36,8 @@ def read_events(path: Path, dead: list[bytes] | None = None) -> Iterator[Event]:
                 yield decode(line.rstrip(b"\r\n"))
             except InvalidEvent as exc:
                 if dead is not None:
-                    dead.append(dead_letter(line, code=exc.code, reason=f"line {lineno}: {exc.reason}",
+                    dead.append(dead_letter(line, InvalidEvent(f"line {lineno}: {exc.reason}",
+                                                               code=exc.code),
                                             topic=str(path), partition=None, offset=lineno,
                                             key=None))
 

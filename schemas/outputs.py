@@ -97,7 +97,10 @@ class DeadLetterOut(BaseOutModel):
 
     reason: NonEmpty = Field(description="Readable reason; names every failing field.")
     code: NonEmpty = Field(
-        description="too_large, invalid_json, not_an_object, unknown_type or schema."
+        description=(
+            "too_large, invalid_json, not_an_object, unknown_type, schema, empty (no value) "
+            "or late (older than the watermark)."
+        )
     )
     source_topic: str | None = None
     source_partition: Count | None = None
