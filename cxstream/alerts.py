@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Alert", "AlertState", "Reason", "Severity", "alert_id", "rfc3339"]
+__all__ = ["Alert", "AlertState", "Reason", "Severity", "alert_id", "rfc3339", "SEVERITY_RANK"]
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 AlertState = Literal["raised", "escalated", "resolved"]
 Severity = Literal["info", "warning", "critical"]

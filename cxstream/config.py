@@ -1,5 +1,7 @@
 """The engine's knobs, as frozen values (standard library only).
 
+A ``Profile`` holds every threshold and weight the engine decides with; the
+default profile applies to every customer, and a segment may override it.
 Service settings (Kafka, ports, stores) live in ``cxstream.settings``, which
 validates the environment and the config file with pydantic and then builds
 this ``EngineConfig``; the engine itself never reads the environment.
@@ -8,27 +10,102 @@ this ``EngineConfig``; the engine itself never reads the environment.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
-__all__ = ["DAY_SECONDS", "EngineConfig", "InactivityRule"]
+__all__ = ["ALERT_KINDS", "DAY_SECONDS", "EngineConfig", "Profile", "WEIGHT_NAMES"]
 
 DAY_SECONDS = 86_400.0
+WEIGHT_NAMES = ("inactivity", "decay", "email", "support", "feedback", "alive")
+ALERT_KINDS = (
+    "inactivity", "engagement_decay", "email_disengagement", "support_friction",
+    "feedback", "at_risk", "score_drop",
+)
 
 
 @dataclass(frozen=True, slots=True)
-class InactivityRule:
-    """Raise after ``days`` without activity; escalate after ``escalate_days``."""
+class Profile:
+    """Thresholds and weights for one segment (or the default for all).
 
-    days: float = 14.0
-    escalate_days: float = 28.0
+    Each knob's default and the reason for it are in docs/configuration.md.
+    """
+
+    # Personalised inactivity: the line is the customer's usual gap between
+    # active days times a multiplier, kept within [min, max] days.
+    inactivity_multiplier: float = 4.0
+    inactivity_min_days: float = 7.0
+    inactivity_max_days: float = 21.0
+    inactivity_prior_gap_days: float = 2.0
+    escalate_factor: float = 2.0
+    # Engagement decay: last 7 days against the trailing 28 before them.
+    decay_raise_pct: float = 60.0
+    decay_resolve_pct: float = 30.0
+    decay_min_baseline: int = 6
+    # Email disengagement.
+    unopened_streak: int = 5
+    # Support friction.
+    ticket_overdue_days: float = 5.0
+    contacts_per_week: int = 3
+    repeat_contact_days: float = 3.0
+    # Feedback.
+    nps_detractor_max: float = 6.0
+    csat_low_max: float = 2.0
+    ces_high_min: float = 5.0
+    score_fall_points: float = 3.0
+    # Health score bands (hysteresis), score drop, episode hygiene.
+    at_risk_enter: float = 40.0
+    at_risk_exit: float = 55.0
+    at_risk_critical: float = 25.0
+    score_drop_points: float = 25.0
+    score_drop_days: int = 14
+    cooldown_days: float = 7.0
+    max_raises_per_30d: int = 4
+    # BG/NBD population parameters (time unit: days), Fader-Hardie-Lee style.
+    bgnbd_r: float = 0.25
+    bgnbd_alpha: float = 4.0
+    bgnbd_a: float = 0.8
+    bgnbd_b: float = 2.5
+    # Score weights; a missing input drops out and the rest renormalise.
+    w_inactivity: float = 0.30
+    w_decay: float = 0.20
+    w_email: float = 0.10
+    w_support: float = 0.15
+    w_feedback: float = 0.15
+    w_alive: float = 0.10
+    # Which alert kinds this segment publishes (all by default).
+    alert_kinds: tuple[str, ...] = ALERT_KINDS
 
     def __post_init__(self) -> None:
-        if not self.days > 0:
-            raise ValueError(f"inactivity days must be > 0, got {self.days}")
-        if not self.escalate_days > self.days:
-            raise ValueError(
-                f"escalate_days ({self.escalate_days}) must be greater than days ({self.days})"
-            )
+        problems = []
+        unknown = sorted(set(self.alert_kinds) - set(ALERT_KINDS))
+        if unknown:
+            problems.append(f"unknown alert kinds {unknown}; known: {list(ALERT_KINDS)}")
+        if not 0 < self.inactivity_min_days <= self.inactivity_max_days:
+            problems.append("need 0 < inactivity_min_days <= inactivity_max_days")
+        if self.escalate_factor <= 1:
+            problems.append("escalate_factor must be > 1")
+        if not self.decay_resolve_pct < self.decay_raise_pct:
+            problems.append("decay_resolve_pct must be below decay_raise_pct")
+        if not self.at_risk_critical < self.at_risk_enter < self.at_risk_exit:
+            problems.append("need at_risk_critical < at_risk_enter < at_risk_exit")
+        if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
+            problems.append("weights must be >= 0 and not all 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Score weights by input name."""
+        return {name: getattr(self, f"w_{name}") for name in WEIGHT_NAMES}
+
+    def merged(self, overrides: Mapping[str, Any]) -> Profile:
+        """This profile with some knobs replaced (for a segment)."""
+        return replace(self, **dict(overrides))
+
+    @classmethod
+    def knob_names(cls) -> tuple[str, ...]:
+        """Every knob, for settings validation and docs."""
+        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +113,17 @@ class EngineConfig:
     """Everything the engine decides with.
 
     ``allowed_lateness_seconds``: how far behind a partition's stream time an
-    event may arrive and still be applied as if in order; later ones are
-    rejected as late (dead-lettered). Alerts are decided only once the
-    watermark (stream time minus this) has passed them, so they do not depend
-    on arrival order within it.
-    ``dedupe_ids``: how many recent event ids each customer remembers; a
-    repeat within them has no effect.
+    event may arrive and still be applied in event-time order; later ones are
+    rejected as late. Every decision waits until the watermark (stream time
+    minus this) has passed it, so none depends on arrival order within it.
+    ``dedupe_ids``: how many recent event ids each customer remembers.
     ``metric_windows_seconds``: tumbling event-time windows for rolling metrics.
     """
 
-    inactivity: InactivityRule = field(default_factory=InactivityRule)
-    segment_inactivity: Mapping[str, InactivityRule] = field(default_factory=dict)
+    profile: Profile = field(default_factory=Profile)
+    segments: Mapping[str, Profile] = field(default_factory=dict)
     allowed_lateness_seconds: float = 300.0
-    dedupe_ids: int = 32
+    dedupe_ids: int = 16
     metric_windows_seconds: tuple[int, ...] = (3_600, 86_400)
 
     def __post_init__(self) -> None:
@@ -59,10 +134,10 @@ class EngineConfig:
         if not self.metric_windows_seconds or min(self.metric_windows_seconds) <= 0:
             raise ValueError("metric_windows_seconds must be positive")
 
-    def inactivity_for(self, segment: str | None) -> InactivityRule:
-        """The inactivity rule of a segment, or the default."""
+    def profile_for(self, segment: str | None) -> Profile:
+        """The segment's profile, or the default."""
         if segment is not None:
-            rule = self.segment_inactivity.get(segment)
-            if rule is not None:
-                return rule
-        return self.inactivity
+            prof = self.segments.get(segment)
+            if prof is not None:
+                return prof
+        return self.profile

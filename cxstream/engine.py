@@ -1,31 +1,59 @@
 """The engine: one customer's state and one event in, a ``Decision`` out.
 
-``Engine.apply`` deduplicates, updates the customer's state, records the
-signals and the additive metric deltas, and brings the customer's alert
-decisions up to the watermark it is given. ``Engine.advance`` does the last
-part alone, for customers the sweep reaches without an event of their own.
-Nothing here does I/O or reads a clock: the same inputs always give the same
-``Decision``, which is what lets replay and the streaming worker agree.
+``Engine.apply`` deduplicates an event, counts it into the additive metric
+deltas at once, and queues it in the customer's ``pending`` rows.
+``Engine.advance`` then *settles* the customer up to a watermark: pending
+rows at or before it are applied in event-time order, and the signals, the
+health score and every alert kind are evaluated at each of them and at every
+deadline in between (the moment an inactivity line or a ticket's overdue line
+is crossed). So every decision is stamped with the event time it belongs to
+and is the same whatever the arrival order within the allowed lateness, and
+whether the sweep or the customer's own next event brought it. Nothing here
+does I/O or reads a clock.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import math
 from dataclasses import dataclass, field
 
-from cxstream import inactivity
+from cxstream import episodes, signals
 from cxstream.alerts import Alert
-from cxstream.config import EngineConfig
+from cxstream.config import DAY_SECONDS, EngineConfig
 from cxstream.events import ACTIVITY_TYPES, Event
 from cxstream.metrics import MetricDelta, window_of
+from cxstream.scoring import health
 from cxstream.state import CustomerState
 
-__all__ = ["Decision", "Engine", "event_id_hash"]
+__all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
+
+# Events held per customer until the watermark passes them. Within a few
+# minutes of lateness a customer has a handful; the cap bounds a flood.
+MAX_PENDING = 64
+_CANCELLED = signals.TYPE_CODE["subscription.cancelled"]
 
 
 def event_id_hash(event_id: str) -> int:
-    """A stable 64-bit fingerprint of an event id (Python's ``hash`` is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    """A stable 48-bit fingerprint of an event id (Python's ``hash`` is salted per process).
+
+    48 bits keep the state small; among one customer's few dozen remembered
+    ids a false match has odds of about 1 in 10^11 per event.
+    """
+    digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
+    return int.from_bytes(digest, "big")
+
+
+def event_row(event: Event, fingerprint: int) -> list[object]:
+    """The compact pending row ``[t, fingerprint, type code, a, b]`` of an event."""
+    a: object = None
+    b: object = None
+    if event.type.startswith("ticket."):
+        a = event.ticket_id
+    elif event.type == "survey.response":
+        a, b = event.survey, event.score
+    return [event.occurred_at, fingerprint, signals.TYPE_CODE[event.type], a, b]
 
 
 @dataclass(slots=True)
@@ -41,21 +69,23 @@ class Decision:
 class Engine:
     """Pure decision logic shared by replay and the streaming worker."""
 
-    __slots__ = ("config",)
+    __slots__ = ("config", "suppressed")
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        # Raises held back by cooldown or the cap, a running count for the ops metric.
+        self.suppressed = 0
 
     def apply(
         self, state: CustomerState | None, event: Event, watermark: float | None
     ) -> Decision:
-        """Apply one accepted (not late) event to a customer's state."""
+        """Accept one (not late) event: dedupe, count, queue, and settle up to ``watermark``."""
         t = event.occurred_at
         st = state
         if st is None:
             # A new customer starts settled at the watermark: nothing before it is theirs.
             st = CustomerState(event.customer_id, first_seen_at=t, max_seen_at=t,
-                               settled_at=watermark)
+                               settled_at=watermark, evaluated_at=watermark)
         fingerprint = event_id_hash(event.event_id)
         if fingerprint in st.recent_ids:
             return Decision(st, duplicate=True)
@@ -71,52 +101,105 @@ class Engine:
         st.events += 1
         if event.segment is not None:
             st.segment = event.segment
-
-        deltas: list[MetricDelta] = []
-        if event.type in ACTIVITY_TYPES:
-            inactivity.note_activity(st, t, self.config.inactivity_for(st.segment))
-            self._count_active(st, t, deltas)
-        elif event.type == "email.sent":
-            self._delta(deltas, "email_open_rate", st.segment, t, 0.0, 1.0)
-        elif event.type == "email.bounced":
-            self._delta(deltas, "email_open_rate", st.segment, t, 0.0, -1.0)
-        if event.type == "email.opened":
-            self._delta(deltas, "email_open_rate", st.segment, t, 1.0, 0.0)
-        return Decision(st, alerts, deltas)
+        bisect.insort(st.pending, event_row(event, fingerprint))
+        if len(st.pending) > MAX_PENDING:
+            # A flood with no watermark progress: settle the oldest early to stay bounded.
+            self._settle_row(st, st.pending.pop(0), alerts)
+        return Decision(st, alerts, self._deltas(st, event))
 
     def advance(self, st: CustomerState, watermark: float) -> list[Alert]:
-        """Bring a customer's decisions up to ``watermark`` (idempotent)."""
+        """Settle a customer up to ``watermark`` (idempotent)."""
         if st.settled_at is not None and watermark <= st.settled_at:
             return []
         st.settled_at = watermark
         for seconds, starts in st.counted.items():
             starts[:] = [s for s in starts if s + seconds > watermark]
-        return inactivity.settle(st, watermark, self.config.inactivity_for(st.segment))
+        alerts: list[Alert] = []
+        pending = st.pending
+        while pending and pending[0][0] <= watermark:
+            self._settle_row(st, pending.pop(0), alerts)
+        self._run_deadlines(st, watermark, alerts)
+        return alerts
+
+    def _settle_row(self, st: CustomerState, row: list[object], alerts: list[Alert]) -> None:
+        t = float(row[0])  # type: ignore[arg-type]
+        self._run_deadlines(st, t, alerts)
+        signals.apply_event(st, row)
+        if row[2] == _CANCELLED and st.episodes:
+            alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
+        self._evaluate(st, t, alerts)
 
     def due_at(self, st: CustomerState) -> float | None:
         """The next watermark at which ``advance`` would decide something."""
-        return inactivity.due_at(st, self.config.inactivity_for(st.segment))
+        after = st.evaluated_at if st.evaluated_at is not None else -math.inf
+        due = signals.next_deadline(st, self._profile(st), after)
+        if st.pending and (due is None or st.pending[0][0] < due):
+            due = st.pending[0][0]
+        return due
 
-    def _count_active(self, st: CustomerState, t: float, deltas: list[MetricDelta]) -> None:
-        for seconds in self.config.metric_windows_seconds:
-            start = window_of(t, seconds)
-            starts = st.counted.setdefault(seconds, [])
-            if start not in starts:
-                starts.append(start)
-                self._delta(deltas, "active_customers", st.segment, t, 1.0, 0.0, (seconds,))
+    def _profile(self, st: CustomerState) -> signals.Profile:
+        return self.config.profile_for(st.segment)
 
-    def _delta(
-        self,
-        deltas: list[MetricDelta],
-        metric: str,
-        segment: str | None,
-        t: float,
-        num: float,
-        den: float,
-        windows: tuple[int, ...] | None = None,
-    ) -> None:
-        for seconds in windows or self.config.metric_windows_seconds:
-            start = window_of(t, seconds)
-            deltas.append(MetricDelta(metric, None, start, seconds, num, den))
-            if segment is not None:
-                deltas.append(MetricDelta(metric, segment, start, seconds, num, den))
+    def _run_deadlines(self, st: CustomerState, until: float, alerts: list[Alert]) -> None:
+        prof = self._profile(st)
+        while True:
+            after = st.evaluated_at if st.evaluated_at is not None else -math.inf
+            deadline = signals.next_deadline(st, prof, after)
+            if deadline is None or deadline > until:
+                return
+            self._evaluate(st, deadline, alerts)
+
+    def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert]) -> None:
+        prof = self._profile(st)
+        inputs = signals.score_inputs(st, t, prof)
+        score = health(inputs, prof.weights)
+        st.score = score
+        day = float(t // DAY_SECONDS)
+        hist = st.score_hist
+        # A new customer's score moves as its first data arrives; drops count once
+        # the customer has a score_drop_days history.
+        if t - st.first_seen_at >= prof.score_drop_days * DAY_SECONDS:
+            if hist and hist[-1][0] == day:
+                hist[-1][1] = max(hist[-1][1], score)
+            else:
+                hist.append([day, score])
+        while hist and hist[0][0] <= day - prof.score_drop_days:
+            del hist[0]
+        observations = signals.observe(st, t, prof, score, inputs)
+        for kind in prof.alert_kinds:
+            alert, suppressed = episodes.transition(st, kind, observations[kind], t, score, prof)
+            if alert is not None:
+                alerts.append(alert)
+            self.suppressed += suppressed
+        st.evaluated_at = t
+
+    def _deltas(self, st: CustomerState, event: Event) -> list[MetricDelta]:
+        deltas: list[MetricDelta] = []
+        t = event.occurred_at
+        if event.type in ACTIVITY_TYPES:
+            for seconds in self.config.metric_windows_seconds:
+                start = window_of(t, seconds)
+                starts = st.counted.setdefault(seconds, [])
+                if start not in starts:
+                    starts.append(start)
+                    _add(deltas, "active_customers", st.segment, start, seconds, 1.0, 0.0)
+        ratio = _EMAIL_RATE.get(event.type)
+        if ratio is not None:
+            for seconds in self.config.metric_windows_seconds:
+                _add(deltas, "email_open_rate", st.segment, window_of(t, seconds), seconds,
+                     *ratio)
+        return deltas
+
+
+_EMAIL_RATE: dict[str, tuple[float, float]] = {
+    "email.sent": (0.0, 1.0),
+    "email.bounced": (0.0, -1.0),
+    "email.opened": (1.0, 0.0),
+}
+
+
+def _add(deltas: list[MetricDelta], metric: str, segment: str | None, start: float,
+         seconds: int, num: float, den: float) -> None:
+    deltas.append(MetricDelta(metric, None, start, seconds, num, den))
+    if segment is not None:
+        deltas.append(MetricDelta(metric, segment, start, seconds, num, den))

@@ -14,26 +14,40 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from dataclasses import fields as dataclass_fields
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 
-from cxstream.config import EngineConfig, InactivityRule
+from cxstream.config import EngineConfig, Profile
 from cxstream.errors import ConfigError
 
-__all__ = ["INPUT_FAMILIES", "SegmentProfile", "Settings"]
+__all__ = ["INPUT_FAMILIES", "ProfileModel", "Settings"]
 
 ENV_PREFIX = "CXSTREAM_"
 INPUT_FAMILIES: tuple[str, ...] = ("logins", "emails", "tickets", "surveys", "subscriptions")
 
 
-class SegmentProfile(BaseModel):
-    """Per-segment overrides of the engine's defaults."""
+def _profile_model() -> type[BaseModel]:
+    """A pydantic model with exactly the engine ``Profile``'s knobs, types and defaults."""
+    hints = get_type_hints(Profile)
+    defaults = Profile()
+    fields_: dict[str, Any] = {
+        f.name: (hints[f.name], getattr(defaults, f.name)) for f in dataclass_fields(Profile)
+    }
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "ProfileModel", __config__=ConfigDict(frozen=True, extra="forbid"), **fields_
+    )
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    inactivity_days: float | None = Field(None, gt=0)
-    inactivity_escalate_days: float | None = Field(None, gt=0)
+ProfileModel = _profile_model()
 
 
 class Settings(BaseModel):
@@ -50,19 +64,15 @@ class Settings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    inactivity_days: float = Field(14.0, gt=0)
-    inactivity_escalate_days: float = Field(28.0, gt=0)
     allowed_lateness_seconds: float = Field(300.0, ge=0)
-    dedupe_ids: int = Field(32, ge=1, le=1024)
+    dedupe_ids: int = Field(16, ge=1, le=1024)
     metric_windows_seconds: tuple[int, ...] = Field((3600, 86400), min_length=1)
-    segments: dict[str, SegmentProfile] = Field(default_factory=dict)
+    profile: ProfileModel = Field(default_factory=ProfileModel)  # type: ignore[valid-type]
+    segments: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _escalation_after_raise(self) -> Settings:
-        try:
-            self.engine_config()
-        except ValueError as exc:
-            raise ValueError(str(exc)) from exc
+    def _profiles_are_valid(self) -> Settings:
+        self.engine_config()
         return self
 
     @classmethod
@@ -97,19 +107,22 @@ class Settings(BaseModel):
             raise ConfigError(_describe(exc, origin)) from exc
 
     def engine_config(self) -> EngineConfig:
-        """The engine's view of these settings."""
-        default = InactivityRule(self.inactivity_days, self.inactivity_escalate_days)
-        per_segment = {
-            name: InactivityRule(
-                prof.inactivity_days or default.days,
-                prof.inactivity_escalate_days
-                or max(default.escalate_days, 2 * (prof.inactivity_days or default.days)),
-            )
-            for name, prof in self.segments.items()
-        }
+        """The engine's view of these settings (raises ValueError naming a bad knob)."""
+        base = dict(self.profile)  # type: ignore[call-overload]
+        try:
+            default = Profile(**base)
+        except ValueError as exc:
+            raise ValueError(f"profile: {exc}") from exc
+        per_segment = {}
+        for name, overrides in self.segments.items():
+            try:
+                merged = ProfileModel.model_validate({**base, **overrides})
+                per_segment[name] = Profile(**dict(merged))
+            except (ValueError, ValidationError) as exc:
+                raise ValueError(f"segments.{name}: {_flat(exc)}") from exc
         return EngineConfig(
-            inactivity=default,
-            segment_inactivity=per_segment,
+            profile=default,
+            segments=per_segment,
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             dedupe_ids=self.dedupe_ids,
             metric_windows_seconds=self.metric_windows_seconds,
@@ -133,6 +146,14 @@ def _decode_env(raw: str) -> Any:
         except json.JSONDecodeError:
             return raw
     return raw
+
+
+def _flat(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc)
 
 
 def _describe(exc: ValidationError, origin: Mapping[str, str]) -> str:

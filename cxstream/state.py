@@ -1,19 +1,22 @@
 """Per-customer engagement state, and the seam the engine reads it through.
 
-One ``CustomerState`` per customer, bounded whatever the history length: the
-recent-id ring is capped, pending activity is capped, and counted metric
-windows are pruned as the watermark closes them. The streaming worker stores
-it in a changelogged Faust table (as ``to_dict`` JSON); replay keeps it in a
-dict. Both go through ``StateStore``.
+One ``CustomerState`` per customer, bounded whatever the history length:
+recent ids, pending events, open tickets, reopen and repeat-contact times and
+the score history are capped lists; daily activity is a 35-day ring; email
+engagement is exponentially decayed. The streaming worker stores it in a
+changelogged Faust table (as ``to_dict`` JSON); replay keeps it in a dict.
+Both go through ``StateStore``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
-__all__ = ["CustomerState", "DictStore", "Episode", "StateStore"]
+__all__ = ["RING_DAYS", "CustomerState", "DictStore", "Episode", "StateStore"]
+
+RING_DAYS = 35  # 7 recent days + the 28-day baseline before them
 
 
 @dataclass(slots=True)
@@ -32,10 +35,10 @@ class Episode:
 class CustomerState:
     """What the engine remembers about one customer.
 
-    ``settled_at`` is the watermark this customer was last brought up to:
-    every decision at or before it is final. ``pending`` holds activity times
-    after an episode opened, kept until the watermark passes them so that a
-    resolution is decided at the earliest one whatever the arrival order.
+    ``pending`` holds accepted events (compact rows ``[t, fingerprint, type
+    code, a, b]``) until the watermark passes them; ``settled_at`` is the
+    watermark the customer was last brought up to. Everything below
+    ``pending`` is *settled* state, built in event-time order.
     """
 
     customer_id: str
@@ -43,45 +46,59 @@ class CustomerState:
     first_seen_at: float = 0.0
     max_seen_at: float = 0.0
     settled_at: float | None = None
-    last_activity_at: float | None = None
-    pending: list[float] = field(default_factory=list)
-    episodes: dict[str, Episode] = field(default_factory=dict)
+    evaluated_at: float | None = None
+    events: int = 0
     recent_ids: list[int] = field(default_factory=list)
     counted: dict[int, list[float]] = field(default_factory=dict)
-    events: int = 0
+    pending: list[list[Any]] = field(default_factory=list)
+    # activity
+    last_activity_at: float | None = None
+    first_active_day: int | None = None
+    last_active_day: int | None = None
+    active_days: int = 0
+    gap_ewm_days: float | None = None
+    ring_day0: int | None = None
+    ring: list[list[int]] = field(default_factory=list)
+    # email
+    em_delivered: float = 0.0
+    em_opened: float = 0.0
+    em_at: float | None = None
+    unopened: int = 0
+    unsubscribed: bool = False
+    bounced: bool = False
+    # support
+    open_tickets: dict[str, float] = field(default_factory=dict)
+    reopens: list[float] = field(default_factory=list)
+    repeats: list[float] = field(default_factory=list)
+    last_resolved_at: float | None = None
+    ticket_events: int = 0
+    # feedback: survey -> [latest score, previous score or None, answered at]
+    feedback: dict[str, list[Any]] = field(default_factory=dict)
+    # subscription
+    cancelled_at: float | None = None
+    # score and alerts
+    score: float | None = None
+    score_hist: list[list[float]] = field(default_factory=list)
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    cooldown: dict[str, float] = field(default_factory=dict)
+    raises: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Compact JSON-able form for the changelogged table."""
-        return {
-            "c": self.customer_id,
-            "s": self.segment,
-            "f": self.first_seen_at,
-            "m": self.max_seen_at,
-            "w": self.settled_at,
-            "a": self.last_activity_at,
-            "p": self.pending,
-            "e": {k: v.to_list() for k, v in self.episodes.items()},
-            "r": self.recent_ids,
-            "k": {str(k): v for k, v in self.counted.items()},
-            "n": self.events,
-        }
+        """JSON-able form for the changelogged table (the ring packed, one int a day)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in _FIELDS}
+        out["episodes"] = {k: v.to_list() for k, v in self.episodes.items()}
+        out["counted"] = {str(k): v for k, v in self.counted.items()}
+        out["ring"] = [min(a, 255) | min(b, 255) << 8 | min(c, 255) << 16 for a, b, c in self.ring]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CustomerState:
         """Inverse of ``to_dict``."""
-        return cls(
-            customer_id=d["c"],
-            segment=d["s"],
-            first_seen_at=d["f"],
-            max_seen_at=d["m"],
-            settled_at=d["w"],
-            last_activity_at=d["a"],
-            pending=list(d["p"]),
-            episodes={k: Episode(v[0], v[1], v[2]) for k, v in d["e"].items()},
-            recent_ids=list(d["r"]),
-            counted={int(k): list(v) for k, v in d["k"].items()},
-            events=d["n"],
-        )
+        st = cls(**{k: v for k, v in d.items() if k not in _PACKED})
+        st.episodes = {k: Episode(v[0], v[1], v[2]) for k, v in d["episodes"].items()}
+        st.counted = {int(k): list(v) for k, v in d["counted"].items()}
+        st.ring = [[x & 255, x >> 8 & 255, x >> 16 & 255] for x in d["ring"]]
+        return st
 
 
 class StateStore(Protocol):
@@ -113,3 +130,7 @@ class DictStore:
 
     def __len__(self) -> int:
         return len(self.data)
+
+
+_PACKED = ("episodes", "counted", "ring")
+_FIELDS = tuple(f for f in fields(CustomerState) if f.name not in _PACKED)

@@ -50,7 +50,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if name == "segments":
             continue
-        text = orjson.dumps(value).decode() if isinstance(value, tuple | list) else str(value)
+        text = (orjson.dumps(value).decode() if isinstance(value, tuple | list | dict)
+                else str(value))
         env[f"CXSTREAM_{name.upper()}"] = text
     return env
 
