@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from cxstream.alerts import Alert
-from cxstream.engine import Engine
+from cxstream.engine import Engine, event_id_hash
 from cxstream.events import Event
 from cxstream.metrics import MetricDelta
 from cxstream.state import StateStore
@@ -110,9 +110,13 @@ class PartitionProcessor:
     def process(self, event: Event, source: str = "input", caught_up: bool = False) -> Outcome:
         """Apply one event, then sweep every customer due by the new watermark."""
         wm = self.clock.watermark
+        state = self.store.get(event.customer_id)
+        # A repeat is a repeat even when it is also old: redelivery after a restart
+        # must have no effect, not land in the dead-letter topic.
+        if state is not None and event_id_hash(event.event_id) in state.recent_ids:
+            return Outcome(duplicate=True)
         if event.occurred_at < wm:
             return Outcome(late=True)
-        state = self.store.get(event.customer_id)
         decision = self.engine.apply(state, event, wm if wm > -math.inf else None)
         if decision.duplicate:
             return Outcome(duplicate=True)
