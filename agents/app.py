@@ -23,6 +23,7 @@ from .backlog import BacklogProbe
 from .partitioning import partitioner_for
 from .scoring import Scorer
 from .sensors import ServiceMetrics
+from .web import install_routes
 
 __all__ = ["Service", "create_app"]
 
@@ -41,6 +42,7 @@ class Service(NamedTuple):
     metrics_topic: Any
     deadletters_topic: Any
     deltas_topic: Any
+    health_topic: Any
     customers: Any
     metric_accs: Any
     score_events: Any
@@ -72,6 +74,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     metrics_topic = app.topic(settings.topic("metrics"), **raw)
     deadletters_topic = app.topic(settings.topic("deadletters"), **raw)
+    health_topic = app.topic(settings.topic("health"), **raw)
     deltas_topic = app.topic(settings.topic("metric-deltas"), key_type=bytes, value_type=bytes,
                              **raw)
     # str keys and bytes values make Faust pick its "raw" codec for the changelog.
@@ -91,7 +94,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     scorer = Scorer(
         Engine(settings.engine_config()),
         customers,
-        SimpleNamespace(alerts=alerts_topic, deltas=deltas_topic, deadletters=deadletters_topic),
+        SimpleNamespace(alerts=alerts_topic, deltas=deltas_topic, deadletters=deadletters_topic,
+                        health=health_topic),
         metrics,
         partitioner_for(settings.topic_partitions),
         highwater,
@@ -130,6 +134,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     score_agent = app.agent(events_topic, name="score_events")(score_events)
     metrics_agent = app.agent(deltas_topic, name="aggregate_metrics")(aggregate_metrics)
 
+    family_topics = {name: app.topic(topic, **raw)
+                     for name, topic in settings.input_topics.items()}
+    install_routes(app, settings, scorer, customers, family_topics)
+
     @app.page("/metrics")
     async def prometheus_metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4")
@@ -144,6 +152,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         metrics_topic=metrics_topic,
         deadletters_topic=deadletters_topic,
         deltas_topic=deltas_topic,
+        health_topic=health_topic,
         customers=customers,
         metric_accs=metric_accs,
         score_events=score_agent,

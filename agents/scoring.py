@@ -18,6 +18,7 @@ from cxstream.alerts import rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
 from cxstream.partition import PartitionProcessor
+from cxstream.scoring import HealthSnapshot
 
 from .ingest import decode, dead_letter
 from .sensors import ServiceMetrics
@@ -54,11 +55,20 @@ class Scorer:
         self.probe = probe
         self.processors: dict[int, PartitionProcessor] = {}
         self._ends: dict[tuple[str, int], int] = {}
+        self.at_risk: dict[str, HealthSnapshot] = {}
 
     def forget(self) -> None:
         """Drop in-memory indexes after a rebalance; they are rebuilt from the table."""
         self.processors.clear()
         self._ends.clear()
+        self.at_risk.clear()
+
+    def note_risk(self, snap: HealthSnapshot) -> None:
+        """Keep the in-memory at-risk index (customers with an open at_risk episode)."""
+        if any(kind == "at_risk" for kind, *_ in snap.open_alerts):
+            self.at_risk[snap.customer_id] = snap
+        else:
+            self.at_risk.pop(snap.customer_id, None)
 
     async def processor(self, partition: int) -> PartitionProcessor:
         """The partition's processor, restored from the table and told of backlogs."""
@@ -66,6 +76,9 @@ class Scorer:
         if proc is None:
             store = TableStore(self.table, lambda cid: self.partition_of(cid) == partition)
             proc = PartitionProcessor.restore(self.engine, store)
+            for st in store.values():
+                if "at_risk" in st.episodes:
+                    self.note_risk(self.engine.snapshot(st))
             for topic, end in (await self.probe(partition)).items():
                 proc.clock.hold(topic)
                 self._ends[(topic, partition)] = end
@@ -105,6 +118,10 @@ class Scorer:
             await topics.alerts.send(key=alert.customer_id.encode(),
                                      value=orjson.dumps(alert.to_dict()))
             m.alerts.labels(alert.kind, alert.state).inc()
+        for snap in out.health:
+            await topics.health.send(key=snap.customer_id.encode(),
+                                     value=orjson.dumps(snap.to_dict()))
+            self.note_risk(snap)
         for d in out.metrics:
             key = f"{d.metric}|{d.segment or '*'}|{d.window_start:.0f}|{d.window_seconds}"
             await topics.deltas.send(

@@ -33,6 +33,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     }
     specs[settings.topic("alerts")] = (n, {})
     specs[settings.topic("metrics")] = (n, dict(COMPACT))
+    specs[settings.topic("health")] = (n, dict(COMPACT))
     specs[settings.topic("deadletters")] = (n, {})
     specs[settings.topic("metric-deltas")] = (n, {})
     # Faust's own topics, created here so they exist (with leaders) before it checks them.

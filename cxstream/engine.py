@@ -24,7 +24,7 @@ from cxstream.alerts import Alert
 from cxstream.config import DAY_SECONDS, EngineConfig
 from cxstream.events import ACTIVITY_TYPES, Event
 from cxstream.metrics import MetricDelta, window_of
-from cxstream.scoring import health
+from cxstream.scoring import HealthSnapshot, health
 from cxstream.state import CustomerState
 
 __all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
@@ -128,6 +128,21 @@ class Engine:
         if row[2] == _CANCELLED and st.episodes:
             alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
         self._evaluate(st, t, alerts)
+
+    def snapshot(self, st: CustomerState) -> HealthSnapshot:
+        """The customer's health as of its last evaluation, with the inputs behind it."""
+        at = st.evaluated_at
+        inputs = signals.score_inputs(st, at, self._profile(st)) if at is not None else {}
+        return HealthSnapshot.of(st.customer_id, st.segment, st.score, at, st.episodes, inputs)
+
+    def changed_health(self, st: CustomerState) -> HealthSnapshot | None:
+        """A snapshot if the rounded score or the open alerts changed since the last one."""
+        key = [None if st.score is None else round(st.score),
+               sorted(f"{k}:{ep.severity}" for k, ep in st.episodes.items())]
+        if key == st.published or st.score is None:
+            return None
+        st.published = key
+        return self.snapshot(st)
 
     def due_at(self, st: CustomerState) -> float | None:
         """The next watermark at which ``advance`` would decide something."""

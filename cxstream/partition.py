@@ -29,7 +29,8 @@ from cxstream.alerts import Alert
 from cxstream.engine import Engine, event_id_hash
 from cxstream.events import Event
 from cxstream.metrics import MetricDelta
-from cxstream.state import StateStore
+from cxstream.scoring import HealthSnapshot
+from cxstream.state import CustomerState, StateStore
 
 __all__ = ["Outcome", "PartitionProcessor", "StreamClock"]
 
@@ -75,6 +76,7 @@ class Outcome:
 
     alerts: list[Alert] = field(default_factory=list)
     metrics: list[MetricDelta] = field(default_factory=list)
+    health: list[HealthSnapshot] = field(default_factory=list)
     late: bool = False
     duplicate: bool = False
 
@@ -120,17 +122,24 @@ class PartitionProcessor:
         decision = self.engine.apply(state, event, wm if wm > -math.inf else None)
         if decision.duplicate:
             return Outcome(duplicate=True)
+        out = Outcome(decision.alerts, decision.metrics)
+        self._note_health(decision.state, out.health)
         self.store.put(decision.state)
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
-        out = Outcome(decision.alerts, decision.metrics)
         new_wm = self.clock.observe(source, event.occurred_at, caught_up)
         if new_wm > wm:
-            out.alerts.extend(self.sweep(new_wm))
+            self.sweep(new_wm, out)
         return out
 
-    def sweep(self, watermark: float) -> list[Alert]:
+    def _note_health(self, st: CustomerState, into: list[HealthSnapshot]) -> None:
+        snap = self.engine.changed_health(st)
+        if snap is not None:
+            into.append(snap)
+
+    def sweep(self, watermark: float, out: Outcome | None = None) -> Outcome:
         """Decide for every customer whose next decision is due by ``watermark``."""
-        alerts: list[Alert] = []
+        out = out if out is not None else Outcome()
+        alerts = out.alerts
         due = self._due
         while due and due[0][0] <= watermark:
             at, customer_id = heapq.heappop(due)
@@ -147,9 +156,10 @@ class PartitionProcessor:
             found = self.engine.advance(st, watermark)
             if found:
                 alerts.extend(found)
+            self._note_health(st, out.health)
             self.store.put(st)
             self._schedule(customer_id, self.engine.due_at(st))
-        return alerts
+        return out
 
     def _schedule(self, customer_id: str, at: float | None) -> None:
         if at is None:

@@ -17,6 +17,7 @@ from cxstream.engine import Engine
 from cxstream.events import Event
 from cxstream.metrics import MetricBook
 from cxstream.partition import PartitionProcessor, StreamClock
+from cxstream.scoring import HealthSnapshot
 from cxstream.state import DictStore
 
 __all__ = ["ReplayResult", "Replayer"]
@@ -33,6 +34,7 @@ class ReplayResult:
     late: int = 0
     duplicates: int = 0
     late_events: list[Event] = field(default_factory=list)
+    health: dict[str, HealthSnapshot] = field(default_factory=dict)
 
 
 class Replayer:
@@ -72,6 +74,8 @@ class Replayer:
         for delta in out.metrics:
             res.metrics.add(delta)
         res.alerts.extend(out.alerts)
+        for snap in out.health:
+            res.health[snap.customer_id] = snap
         return out.alerts
 
     def run(self, events: Iterable[Event]) -> ReplayResult:

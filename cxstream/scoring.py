@@ -8,8 +8,50 @@ ticket is not scored as if support were perfect or terrible.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["health"]
+from cxstream.alerts import alert_id, rfc3339
+
+__all__ = ["HealthSnapshot", "health"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSnapshot:
+    """A customer's latest health, for the compacted health topic and the HTTP API."""
+
+    customer_id: str
+    segment: str | None
+    health_score: float | None
+    evaluated_at: float | None
+    open_alerts: tuple[tuple[str, str, str, float], ...]  # kind, alert_id, severity, since
+    inputs: tuple[tuple[str, float, str], ...]  # input, risk, sentence (worst first)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (``schemas/json/health.schema.json``)."""
+        return {
+            "customer_id": self.customer_id,
+            "segment": self.segment,
+            "health_score": self.health_score,
+            "evaluated_at": rfc3339(self.evaluated_at) if self.evaluated_at is not None else None,
+            "open_alerts": [
+                {"kind": k, "alert_id": a, "severity": s, "since": rfc3339(t)}
+                for k, a, s, t in self.open_alerts
+            ],
+            "inputs": [{"input": n, "risk": round(r, 3), "detail": d} for n, r, d in self.inputs],
+        }
+
+    @classmethod
+    def of(cls, customer_id: str, segment: str | None, score: float | None,
+           evaluated_at: float | None, episodes: Mapping[str, Any],
+           inputs: Mapping[str, tuple[float, str]]) -> HealthSnapshot:
+        """Build from a customer's state parts."""
+        return cls(
+            customer_id, segment, score, evaluated_at,
+            tuple((k, alert_id(customer_id, k, ep.started_at), ep.severity, ep.started_at)
+                  for k, ep in sorted(episodes.items())),
+            tuple((n, r, d) for n, (r, d) in sorted(inputs.items(), key=lambda kv: -kv[1][0])),
+        )
 
 
 def health(inputs: Mapping[str, tuple[float, str]], weights: Mapping[str, float]) -> float:

@@ -82,6 +82,7 @@ class CustomerState:
     episodes: dict[str, Episode] = field(default_factory=dict)
     cooldown: dict[str, float] = field(default_factory=dict)
     raises: list[float] = field(default_factory=list)
+    published: list[Any] | None = None  # [rounded score, open kinds] last put on the health topic
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for the changelogged table (the ring packed, one int a day)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from cxstream.schemas.events import EVENT_ADAPTER
-from cxstream.schemas.outputs import AlertOut, DeadLetterOut, MetricUpdateOut
+from cxstream.schemas.outputs import AlertOut, DeadLetterOut, HealthOut, MetricUpdateOut
 
 __all__ = ["DEFAULT_DIR", "SCHEMA_FILES", "check_schemas", "export_schemas", "render_schemas"]
 
@@ -48,6 +48,12 @@ SCHEMA_FILES: Final[dict[str, Callable[[], dict[str, Any]]]] = {
         MetricUpdateOut.model_json_schema(mode="serialization"),
         "cxstream metric update",
         "A rolling CX metric over one event-time window; segment null means all customers.",
+    ),
+    "health.schema.json": lambda: _titled(
+        HealthOut.model_json_schema(mode="serialization"),
+        "cxstream customer health",
+        "A customer's latest health score, its inputs and open alerts (compacted topic, keyed "
+        "by customer_id; also GET /customers/{customer_id}).",
     ),
     "dead-letter.schema.json": lambda: _titled(
         DeadLetterOut.model_json_schema(mode="serialization"),

@@ -28,7 +28,10 @@ __all__ = [
     "AlertState",
     "BaseOutModel",
     "DeadLetterOut",
+    "HealthInputOut",
+    "HealthOut",
     "MetricUpdateOut",
+    "OpenAlertOut",
     "dead_letter_for",
 ]
 
@@ -69,7 +72,10 @@ class AlertOut(BaseOutModel):
         "restart or a replay."
     )
     customer_id: CustomerId
-    kind: NonEmpty = Field(description="What kind of risk, e.g. churn_risk.")
+    kind: NonEmpty = Field(
+        description="What kind of risk: inactivity, engagement_decay, email_disengagement, "
+        "support_friction, feedback, at_risk or score_drop."
+    )
     state: AlertState
     severity: AlertSeverity
     health_score: HealthScore | None = Field(
@@ -90,6 +96,38 @@ class MetricUpdateOut(BaseOutModel):
     window_end: AwareDatetime
     value: Number | None = Field(default=None, description="null when the window has no data.")
     sample_size: Count = Field(description="How many observations the value is computed from.")
+
+
+class OpenAlertOut(BaseOutModel):
+    """An open alert episode in a health snapshot."""
+
+    kind: NonEmpty
+    alert_id: NonEmpty
+    severity: AlertSeverity
+    since: AwareDatetime = Field(description="Event time the episode started.")
+
+
+class HealthInputOut(BaseOutModel):
+    """One input of the health score: its risk (0 none, 1 worst) and what it saw."""
+
+    input: NonEmpty = Field(
+        description="inactivity, decay, email, support, feedback or alive (BG/NBD)."
+    )
+    risk: Annotated[float, Field(ge=0, le=1)]
+    detail: NonEmpty
+
+
+class HealthOut(BaseOutModel):
+    """A customer's latest health (compacted health topic, GET /customers/{id})."""
+
+    customer_id: CustomerId
+    segment: NonEmpty | None = None
+    health_score: HealthScore | None = None
+    evaluated_at: AwareDatetime | None = Field(
+        default=None, description="Event time of the evaluation."
+    )
+    open_alerts: list[OpenAlertOut]
+    inputs: list[HealthInputOut] = Field(description="Score inputs, highest risk first.")
 
 
 class DeadLetterOut(BaseOutModel):

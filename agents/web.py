@@ -1,0 +1,148 @@
+"""The HTTP API for CS tooling, on the worker's Faust web server.
+
+- ``GET /customers/{customer_id}``: health, score inputs and open alerts.
+  Routed by Faust to the worker that owns the customer's table partition.
+- ``GET /at-risk?segment=&limit=``: customers with an open ``at_risk``
+  episode, worst first, gathered from every worker.
+- ``POST /events``: one event or a list, validated with the same contract
+  as the Kafka path; all valid -> published, ``202``; any invalid -> ``400``
+  naming each (nothing published); too large -> ``413``.
+- ``GET /openapi.json``: the OpenAPI document of these endpoints.
+
+A lookup that cannot be answered right now (partition moving, another worker
+unreachable) is a ``503`` with ``Retry-After``: clients retry, nothing guesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+from faust.web import View
+
+from cxstream.errors import InvalidEvent
+from cxstream.events import FAMILY_OF
+from cxstream.schemas.events import validate_event_obj
+from cxstream.settings import Settings
+
+from .openapi import openapi_document
+from .scoring import Scorer
+from .tables import TableStore
+
+__all__ = ["MAX_BATCH_EVENTS", "MAX_BODY_BYTES", "install_routes"]
+
+MAX_BODY_BYTES = 1_048_576  # 1 MiB: a batch of ~1000 ordinary events
+MAX_BATCH_EVENTS = 1000
+MAX_AT_RISK_LIMIT = 1000
+_PEER_TIMEOUT_S = 5.0
+
+
+def _json(view: View, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status,
+                      headers=headers)
+
+
+def _unavailable(view: View, why: str) -> Any:
+    return _json(view, {"error": why, "retryable": True}, 503, {"Retry-After": "1"})
+
+
+def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
+                   input_topics: dict[str, Any]) -> None:
+    """Register the API's views on ``app``."""
+
+    @app.page("/customers/{customer_id}")
+    class CustomerView(View):
+        @app.table_route(table=customers, match_info="customer_id")
+        async def get(self, request: Any, customer_id: str) -> Any:
+            st = TableStore(customers).get(customer_id)
+            if st is None:
+                return _json(self, {"error": f"no customer {customer_id!r}"}, 404)
+            body = scorer.engine.snapshot(st).to_dict()
+            body["events"] = st.events
+            body["pending_events"] = len(st.pending)
+            return _json(self, body)
+
+    @app.page("/at-risk")
+    class AtRiskView(View):
+        async def get(self, request: Any) -> Any:
+            segment = request.query.get("segment") or None
+            try:
+                limit = int(request.query.get("limit", "50"))
+            except ValueError:
+                return _json(self, {"error": "limit must be an integer"}, 400)
+            if not 1 <= limit <= MAX_AT_RISK_LIMIT:
+                return _json(self, {"error": f"limit must be 1..{MAX_AT_RISK_LIMIT}"}, 400)
+            rows = _local_at_risk(scorer, segment)
+            if request.query.get("local") != "1":
+                try:
+                    rows += await _peer_at_risk(app, request, segment)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    return _unavailable(self, f"another worker did not answer: {exc}")
+            rows.sort(key=lambda r: (r["health_score"], r["customer_id"]))
+            return _json(self, {"customers": rows[:limit], "total": len(rows)})
+
+    @app.page("/events")
+    class EventsView(View):
+        async def post(self, request: Any) -> Any:
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
+            raw = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(raw) > MAX_BODY_BYTES:
+                return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                return _json(self, {"error": f"invalid JSON: {exc}"}, 400)
+            items = body if isinstance(body, list) else [body]
+            if not items or len(items) > MAX_BATCH_EVENTS:
+                return _json(self, {"error": f"send 1..{MAX_BATCH_EVENTS} events"}, 400)
+            errors, valid = [], []
+            for index, item in enumerate(items):
+                try:
+                    event = validate_event_obj(item)
+                except InvalidEvent as exc:
+                    errors.append({"index": index, "code": exc.code, "reason": exc.reason})
+                    continue
+                valid.append((event, item))
+            if errors:
+                return _json(self, {"error": "invalid events; nothing was published",
+                                    "errors": errors}, 400)
+            for event, item in valid:
+                await input_topics[FAMILY_OF[event.type]].send(
+                    key=event.customer_id.encode(), value=orjson.dumps(item))
+            return _json(self, {"accepted": len(valid)}, 202)
+
+    @app.page("/openapi.json")
+    async def openapi(web: Any, request: Any) -> Any:
+        return web.bytes(orjson.dumps(openapi_document(settings)),
+                         content_type="application/json")
+
+
+def _local_at_risk(scorer: Scorer, segment: str | None) -> list[dict[str, Any]]:
+    return [
+        snap.to_dict() for snap in scorer.at_risk.values()
+        if segment is None or snap.segment == segment
+    ]
+
+
+async def _peer_at_risk(app: Any, request: Any, segment: str | None) -> list[dict[str, Any]]:
+    """Ask every other worker for its local at-risk customers."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    hosts = {str(h).rstrip("/") for h in app.router.tables_metadata()} - {me}
+    if not hosts:
+        return []
+    params = {"local": "1", "limit": str(MAX_AT_RISK_LIMIT)}
+    if segment:
+        params["segment"] = segment
+    timeout = aiohttp.ClientTimeout(total=_PEER_TIMEOUT_S)
+    rows: list[dict[str, Any]] = []
+    auth = request.headers.get("Authorization")
+    headers = {"Authorization": auth} if auth else {}
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for host in sorted(hosts):
+            async with session.get(f"{host}/at-risk", params=params, headers=headers) as resp:
+                resp.raise_for_status()
+                rows.extend((await resp.json())["customers"])
+    return rows
