@@ -114,7 +114,13 @@ def _parse_occurred_at(value: Any) -> datetime:
 
 
 Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
-Segment = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+# A segment is a metric label and a key part: letters, digits and ._:- only, and
+# never "all", which names the total over every segment on the Prometheus gauge.
+Segment = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=64,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"),
+]
 Text32 = Annotated[str, StringConstraints(strict=True, max_length=32)]
 Text64 = Annotated[str, StringConstraints(strict=True, max_length=64)]
 Text128 = Annotated[str, StringConstraints(strict=True, max_length=128)]
@@ -144,6 +150,13 @@ class BaseEventModel(BaseModel):
         default=None,
         description="Plan tier, region...: alert profiles and metrics are per segment.",
     )
+
+    @field_validator("segment")
+    @classmethod
+    def _segment_not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() == "all":
+            raise ValueError('"all" is reserved for the total over every segment')
+        return value
 
     def to_event(self) -> Event:
         """The engine's ``Event`` for this model."""

@@ -213,6 +213,10 @@ BAD_CASES = [
         id="missing-ticket-id",
     ),
     pytest.param(raw("login", segment=""), "schema", ["segment:"], id="empty-segment"),
+    pytest.param(raw("login", segment="*"), "schema", ["segment:"], id="star-segment"),
+    pytest.param(raw("login", segment="a|b"), "schema", ["segment:"], id="pipe-segment"),
+    pytest.param(raw("login", segment="All"), "schema", ["segment:", "reserved"],
+                 id="reserved-segment"),
     pytest.param(
         raw("login", occurred_at="2026-03-01T09:30:00"),
         "schema",
@@ -530,7 +534,11 @@ def events() -> st.SearchStrategy[Event]:
         "event_id": ids,
         "customer_id": ids,
         "occurred_at": st.integers(_EARLIEST_US, _LATEST_US).map(lambda us: us / 1_000_000),
-        "segment": _opt(_texts(64, min_size=1)),
+        "segment": _opt(
+            st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", fullmatch=True).filter(
+                lambda seg: seg.lower() != "all"
+            )
+        ),
     }
     return st.one_of(
         st.builds(
