@@ -75,11 +75,14 @@ class Scorer:
         proc = self.processors.get(partition)
         if proc is None:
             store = TableStore(self.table, lambda cid: self.partition_of(cid) == partition)
+            backlog = await self.probe(partition)
+            if partition in self.processors:  # built by someone else while we awaited
+                return self.processors[partition]
             proc = PartitionProcessor.restore(self.engine, store)
             for st in store.values():
                 if "at_risk" in st.episodes:
                     self.note_risk(self.engine.snapshot(st))
-            for topic, end in (await self.probe(partition)).items():
+            for topic, end in backlog.items():
                 proc.clock.hold(topic)
                 self._ends[(topic, partition)] = end
             self.processors[partition] = proc

@@ -56,6 +56,8 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
     class CustomerView(View):
         @app.table_route(table=customers, match_info="customer_id")
         async def get(self, request: Any, customer_id: str) -> Any:
+            if app.rebalancing:
+                return _unavailable(self, "partitions are being reassigned")
             st = TableStore(customers).get(customer_id)
             if st is None:
                 return _json(self, {"error": f"no customer {customer_id!r}"}, 404)
@@ -74,6 +76,9 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
                 return _json(self, {"error": "limit must be an integer"}, 400)
             if not 1 <= limit <= MAX_AT_RISK_LIMIT:
                 return _json(self, {"error": f"limit must be 1..{MAX_AT_RISK_LIMIT}"}, 400)
+            if app.rebalancing:
+                return _unavailable(self, "partitions are being reassigned")
+            await _ensure_assigned(app, scorer, customers)
             rows = _local_at_risk(scorer, segment)
             if request.query.get("local") != "1":
                 try:
@@ -118,6 +123,14 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
     async def openapi(web: Any, request: Any) -> Any:
         return web.bytes(orjson.dumps(openapi_document(settings)),
                          content_type="application/json")
+
+
+async def _ensure_assigned(app: Any, scorer: Scorer, customers: Any) -> None:
+    """Index every partition this worker owns, even one with no event since assignment."""
+    changelog = customers.changelog_topic.get_topic_name()
+    for tp in sorted(app.assignor.assigned_actives()):
+        if tp.topic == changelog:
+            await scorer.processor(tp.partition)
 
 
 def _local_at_risk(scorer: Scorer, segment: str | None) -> list[dict[str, Any]]:
