@@ -16,18 +16,30 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cxstream.engine import Engine
-from cxstream.metrics import MetricDelta, fold
+from cxstream.metrics import MetricBook, MetricDelta, MetricUpdate
 from cxstream.settings import Settings
 
 from .backlog import BacklogProbe
 from .partitioning import partitioner_for
 from .scoring import Scorer
 from .sensors import ServiceMetrics
+from .tables import AccumulatorTable
 from .web import install_routes
 
 __all__ = ["Service", "create_app"]
 
 _WINDOW_LABEL = {3600: "1h", 86400: "1d", 604800: "7d", 2419200: "28d"}
+
+
+def _set_gauge(metrics: ServiceMetrics, newest: dict[tuple[str, str, str], float],
+               update: MetricUpdate) -> None:
+    """Show each metric's newest window on the gauge (labels: metric, segment, window)."""
+    seconds = int(update.window_end - update.window_start)
+    labels = (update.metric, update.segment or "all", _WINDOW_LABEL.get(seconds, f"{seconds}s"))
+    if update.value is None or update.window_start < newest.get(labels, float("-inf")):
+        return
+    newest[labels] = update.window_start
+    metrics.metric_value.labels(*labels).set(update.value)
 
 
 class Service(NamedTuple):
@@ -116,20 +128,19 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
             await scorer.handle(event.message, event.value)
             metrics.customers.set(len(customers))
 
+    book = MetricBook(AccumulatorTable(metric_accs))
+    newest: dict[tuple[str, str, str], float] = {}
+
     async def aggregate_metrics(stream: Any) -> None:
-        """Sum metric deltas from every partition into one value per window."""
+        """Fold metric deltas from every partition into one value per window."""
         async for value in stream:
-            metric, segment, start, seconds, num, den = orjson.loads(value)
-            delta = MetricDelta(metric, segment, float(start), int(seconds), num, den)
-            book_key = f"{metric}|{segment or '*'}|{start:.0f}|{seconds}"
-            prev = metric_accs.get(book_key)
-            acc, update = fold(tuple(orjson.loads(prev)) if prev is not None else None, delta)
-            metric_accs[book_key] = orjson.dumps(acc)
-            await metrics_topic.send(key=update.key.encode(), value=orjson.dumps(update.to_dict()))
-            if update.value is not None:
-                metrics.metric_value.labels(
-                    metric, segment or "all", _WINDOW_LABEL.get(int(seconds), f"{seconds}s")
-                ).set(update.value)
+            changed: dict[str, MetricUpdate] = {}
+            for row in orjson.loads(value):
+                for update in book.add(MetricDelta.from_list(row)):
+                    changed[update.key] = update
+            for key, update in changed.items():
+                await metrics_topic.send(key=key.encode(), value=orjson.dumps(update.to_dict()))
+                _set_gauge(metrics, newest, update)
 
     score_agent = app.agent(events_topic, name="score_events")(score_events)
     metrics_agent = app.agent(deltas_topic, name="aggregate_metrics")(aggregate_metrics)

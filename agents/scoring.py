@@ -17,6 +17,7 @@ import orjson
 from cxstream.alerts import rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
+from cxstream.metrics import MetricDelta
 from cxstream.partition import PartitionProcessor
 from cxstream.scoring import HealthSnapshot
 
@@ -24,13 +25,21 @@ from .ingest import decode, dead_letter
 from .sensors import ServiceMetrics
 from .tables import TableStore
 
-__all__ = ["Scorer", "encode_delta"]
+__all__ = ["Scorer", "route_deltas"]
 
 
-def encode_delta(metric: str, segment: str | None, start: float, seconds: int,
-                 num: float, den: float) -> bytes:
-    """Wire form of a metric delta on the internal deltas topic."""
-    return orjson.dumps([metric, segment, start, seconds, num, den])
+def route_deltas(deltas: list[MetricDelta]) -> dict[bytes, list[list[Any]]]:
+    """Group deltas by segment, the key of the deltas topic.
+
+    One segment's windows all land on one partition of the metrics agent,
+    which derived metrics (stickiness, churn) need; ``*`` is the all-segments
+    total (never a valid segment name).
+    """
+    routes: dict[bytes, list[list[Any]]] = {}
+    for d in deltas:
+        key = (d.segment if d.segment is not None else "*").encode()
+        routes.setdefault(key, []).append(d.to_list())
+    return routes
 
 
 class Scorer:
@@ -125,13 +134,8 @@ class Scorer:
             await topics.health.send(key=snap.customer_id.encode(),
                                      value=orjson.dumps(snap.to_dict()))
             self.note_risk(snap)
-        for d in out.metrics:
-            key = f"{d.metric}|{d.segment or '*'}|{d.window_start:.0f}|{d.window_seconds}"
-            await topics.deltas.send(
-                key=key.encode(),
-                value=encode_delta(d.metric, d.segment, d.window_start, d.window_seconds,
-                                   d.numerator, d.denominator),
-            )
+        for route, rows in route_deltas(out.metrics).items():
+            await topics.deltas.send(key=route, value=orjson.dumps(rows))
         if proc.clock.watermark > -math.inf:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
         m.latency.observe(time.perf_counter() - started)

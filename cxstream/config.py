@@ -118,6 +118,8 @@ class EngineConfig:
     minus this) has passed it, so none depends on arrival order within it.
     ``dedupe_ids``: how many recent event ids each customer remembers.
     ``metric_windows_seconds``: tumbling event-time windows for rolling metrics.
+    ``rolling_windows_days``: windows of that many days ending at every day
+    boundary (WAU, MAU, 28-day churn).
     """
 
     profile: Profile = field(default_factory=Profile)
@@ -125,8 +127,13 @@ class EngineConfig:
     allowed_lateness_seconds: float = 300.0
     dedupe_ids: int = 16
     metric_windows_seconds: tuple[int, ...] = (3_600, 86_400)
+    rolling_windows_days: tuple[int, ...] = (7, 28)
 
     def __post_init__(self) -> None:
+        if any(d < 2 for d in self.rolling_windows_days):
+            raise ValueError("rolling_windows_days must be >= 2 (one day is the 1d window)")
+        if any(d * DAY_SECONDS in self.metric_windows_seconds for d in self.rolling_windows_days):
+            raise ValueError("a rolling window may not also be a tumbling window")
         if self.allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must be >= 0")
         if self.dedupe_ids < 1:

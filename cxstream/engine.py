@@ -18,12 +18,13 @@ import bisect
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
-from cxstream import episodes, signals
+from cxstream import episodes, measures, signals
 from cxstream.alerts import Alert
 from cxstream.config import DAY_SECONDS, EngineConfig
-from cxstream.events import ACTIVITY_TYPES, Event
-from cxstream.metrics import MetricDelta, window_of
+from cxstream.events import Event
+from cxstream.metrics import MetricDelta
 from cxstream.scoring import HealthSnapshot, health
 from cxstream.state import CustomerState
 
@@ -51,6 +52,7 @@ def event_row(event: Event, fingerprint: int) -> list[object]:
     b: object = None
     if event.type.startswith("ticket."):
         a = event.ticket_id
+        b = event.handle_seconds
     elif event.type == "survey.response":
         a, b = event.survey, event.score
     return [event.occurred_at, fingerprint, signals.TYPE_CODE[event.type], a, b]
@@ -89,7 +91,7 @@ class Engine:
         fingerprint = event_id_hash(event.event_id)
         if fingerprint in st.recent_ids:
             return Decision(st, duplicate=True)
-        alerts = self.advance(st, watermark) if watermark is not None else []
+        alerts, deltas = self.advance(st, watermark) if watermark is not None else ([], [])
 
         st.recent_ids.append(fingerprint)
         if len(st.recent_ids) > self.config.dedupe_ids:
@@ -104,30 +106,32 @@ class Engine:
         bisect.insort(st.pending, event_row(event, fingerprint))
         if len(st.pending) > MAX_PENDING:
             # A flood with no watermark progress: settle the oldest early to stay bounded.
-            self._settle_row(st, st.pending.pop(0), alerts)
-        return Decision(st, alerts, self._deltas(st, event))
+            self._settle_row(st, st.pending.pop(0), alerts, deltas)
+        return Decision(st, alerts, deltas)
 
-    def advance(self, st: CustomerState, watermark: float) -> list[Alert]:
-        """Settle a customer up to ``watermark`` (idempotent)."""
-        if st.settled_at is not None and watermark <= st.settled_at:
-            return []
-        st.settled_at = watermark
-        for seconds, starts in st.counted.items():
-            starts[:] = [s for s in starts if s + seconds > watermark]
+    def advance(self, st: CustomerState, watermark: float
+                ) -> tuple[list[Alert], list[MetricDelta]]:
+        """Settle a customer up to ``watermark`` (idempotent): the alerts and metric deltas."""
         alerts: list[Alert] = []
+        deltas: list[MetricDelta] = []
+        if st.settled_at is not None and watermark <= st.settled_at:
+            return alerts, deltas
+        st.settled_at = watermark
         pending = st.pending
         while pending and pending[0][0] <= watermark:
-            self._settle_row(st, pending.pop(0), alerts)
-        self._run_deadlines(st, watermark, alerts)
-        return alerts
+            self._settle_row(st, pending.pop(0), alerts, deltas)
+        self._run_deadlines(st, watermark, alerts, deltas)
+        return alerts, deltas
 
-    def _settle_row(self, st: CustomerState, row: list[object], alerts: list[Alert]) -> None:
-        t = float(row[0])  # type: ignore[arg-type]
-        self._run_deadlines(st, t, alerts)
+    def _settle_row(self, st: CustomerState, row: list[Any], alerts: list[Alert],
+                    deltas: list[MetricDelta]) -> None:
+        t = float(row[0])
+        self._run_deadlines(st, t, alerts, deltas)
+        deltas.extend(measures.event_deltas(st, row, self.config))
         signals.apply_event(st, row)
         if row[2] == _CANCELLED and st.episodes:
             alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
-        self._evaluate(st, t, alerts)
+        self._evaluate(st, t, alerts, deltas)
 
     def snapshot(self, st: CustomerState) -> HealthSnapshot:
         """The customer's health as of its last evaluation, with the inputs behind it."""
@@ -155,16 +159,18 @@ class Engine:
     def _profile(self, st: CustomerState) -> signals.Profile:
         return self.config.profile_for(st.segment)
 
-    def _run_deadlines(self, st: CustomerState, until: float, alerts: list[Alert]) -> None:
+    def _run_deadlines(self, st: CustomerState, until: float, alerts: list[Alert],
+                       deltas: list[MetricDelta]) -> None:
         prof = self._profile(st)
         while True:
             after = st.evaluated_at if st.evaluated_at is not None else -math.inf
             deadline = signals.next_deadline(st, prof, after)
             if deadline is None or deadline > until:
                 return
-            self._evaluate(st, deadline, alerts)
+            self._evaluate(st, deadline, alerts, deltas)
 
-    def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert]) -> None:
+    def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert],
+                  deltas: list[MetricDelta]) -> None:
         prof = self._profile(st)
         inputs = signals.score_inputs(st, t, prof)
         score = health(inputs, prof.weights)
@@ -185,36 +191,7 @@ class Engine:
             alert, suppressed = episodes.transition(st, kind, observations[kind], t, score, prof)
             if alert is not None:
                 alerts.append(alert)
+                if alert.kind == "at_risk" and alert.state == "raised":
+                    deltas.extend(measures.at_risk_delta(st, t, self.config))
             self.suppressed += suppressed
         st.evaluated_at = t
-
-    def _deltas(self, st: CustomerState, event: Event) -> list[MetricDelta]:
-        deltas: list[MetricDelta] = []
-        t = event.occurred_at
-        if event.type in ACTIVITY_TYPES:
-            for seconds in self.config.metric_windows_seconds:
-                start = window_of(t, seconds)
-                starts = st.counted.setdefault(seconds, [])
-                if start not in starts:
-                    starts.append(start)
-                    _add(deltas, "active_customers", st.segment, start, seconds, 1.0, 0.0)
-        ratio = _EMAIL_RATE.get(event.type)
-        if ratio is not None:
-            for seconds in self.config.metric_windows_seconds:
-                _add(deltas, "email_open_rate", st.segment, window_of(t, seconds), seconds,
-                     *ratio)
-        return deltas
-
-
-_EMAIL_RATE: dict[str, tuple[float, float]] = {
-    "email.sent": (0.0, 1.0),
-    "email.bounced": (0.0, -1.0),
-    "email.opened": (1.0, 0.0),
-}
-
-
-def _add(deltas: list[MetricDelta], metric: str, segment: str | None, start: float,
-         seconds: int, num: float, den: float) -> None:
-    deltas.append(MetricDelta(metric, None, start, seconds, num, den))
-    if segment is not None:
-        deltas.append(MetricDelta(metric, segment, start, seconds, num, den))

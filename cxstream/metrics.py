@@ -1,39 +1,49 @@
-"""Rolling CX metrics over tumbling event-time windows.
+"""Rolling CX metrics over event-time windows: the aggregators and the book.
 
-The per-customer engine emits small additive ``MetricDelta`` values (for
-example "+1 active customer in segment *pro* for the hour starting 09:00");
-deltas from any number of partitions and workers add up to the global value,
-so the streaming worker re-keys them by (metric, segment, window) and sums,
-and replay sums them in memory. Distinct counts stay exact because each
-customer's state remembers in which open windows it was already counted.
+The per-customer engine emits small ``MetricDelta`` values as it settles each
+event ("+1 promoter in segment *pro*, window starting 2026-03-01, 1 day").
+Deltas from any number of partitions and workers fold into the same
+accumulator, so the worker re-keys them by segment and folds them in the
+metrics agent, and replay folds them in memory: both with ``MetricBook``.
+Distinct counts stay exact because each customer counts itself once per
+window; quantiles (TTR) use Apache DataSketches' KLL sketch, mergeable, with
+a normalised rank error of about 1.3% at k=200 (99% confidence).
 
-Each metric is an aggregator in the initialize/agg/result shape: the store
-keeps only the accumulator, a ``(numerator, denominator)`` pair.
+Windows are tumbling (``window_seconds`` below a day or a day) or rolling by
+day (7 and 28 days, one window ending at every day boundary). Derived
+metrics need several accumulators of one segment: stickiness = DAU ÷ MAU;
+churn rate = cancellations in a 28-day window ÷ customers active in the 28
+days before it; retention = 1 − churn.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cxstream.alerts import rfc3339
 
 __all__ = [
-    "METRICS",
-    "fold",
+    "AGGREGATORS",
     "MetricBook",
     "MetricDelta",
     "MetricKey",
     "MetricUpdate",
+    "decode_acc",
+    "encode_acc",
     "window_of",
 ]
 
-Acc = tuple[float, float]
+DAY = 86_400
+MONTH = 28 * DAY
+KLL_K = 200
 
 
 @dataclass(frozen=True, slots=True)
 class MetricDelta:
-    """An additive change to one metric's accumulator in one window."""
+    """An additive change to one accumulator in one window (``sample``: a quantile value)."""
 
     metric: str
     segment: str | None
@@ -41,11 +51,22 @@ class MetricDelta:
     window_seconds: int
     numerator: float
     denominator: float = 0.0
+    sample: float | None = None
 
     @property
     def key(self) -> MetricKey:
-        """Identity of the window this delta belongs to."""
+        """Identity of the accumulator this delta folds into."""
         return (self.metric, self.segment, self.window_start, self.window_seconds)
+
+    def to_list(self) -> list[Any]:
+        """Wire form on the internal deltas topic."""
+        return [self.metric, self.segment, self.window_start, self.window_seconds,
+                self.numerator, self.denominator, self.sample]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> MetricDelta:
+        metric, segment, start, seconds, num, den, sample = row
+        return cls(metric, segment, float(start), int(seconds), num, den, sample)
 
 
 MetricKey = tuple[str, str | None, float, int]
@@ -75,42 +96,106 @@ class MetricUpdate:
 
     @property
     def key(self) -> str:
-        """The Kafka key: metric, segment and window, so compaction keeps the latest."""
+        """Kafka key: metric, segment and window, so compaction keeps the latest value."""
         seg = self.segment if self.segment is not None else "*"
         return f"{self.metric}|{seg}|{rfc3339(self.window_start)}|{rfc3339(self.window_end)}"
 
 
-class Count:
-    """A count of things (e.g. distinct active customers); sample size is the count."""
+Output = tuple[str, float | None, int]
+
+
+class Sum:
+    """A count or sum; accumulator ``[numerator, denominator]``."""
+
+    name: str = ""
 
     @staticmethod
-    def initialize() -> Acc:
-        return (0.0, 0.0)
+    def initialize() -> Any:
+        return [0.0, 0.0]
 
     @staticmethod
-    def agg(acc: Acc, delta: MetricDelta) -> Acc:
-        return (acc[0] + delta.numerator, acc[1] + delta.denominator)
+    def agg(acc: Any, d: MetricDelta) -> Any:
+        return [acc[0] + d.numerator, acc[1] + d.denominator]
 
-    @staticmethod
-    def result(acc: Acc) -> tuple[float | None, int]:
-        return acc[0], int(acc[0])
+    def outputs(self, acc: Any) -> list[Output]:
+        return [(self.name, acc[0], int(acc[0]))]
 
 
-class Ratio(Count):
-    """numerator ÷ denominator, undefined (null) while the denominator is 0."""
+class Ratio(Sum):
+    """numerator ÷ denominator × ``scale``; null while the denominator is 0."""
 
-    @staticmethod
-    def result(acc: Acc) -> tuple[float | None, int]:
+    def __init__(self, name: str, scale: float = 1.0) -> None:
+        self.name = name
+        self.scale = scale
+
+    def outputs(self, acc: Any) -> list[Output]:
         num, den = acc
         if den <= 0:
-            return None, 0
-        return num / den, int(den)
+            return [(self.name, None, 0)]
+        return [(self.name, self.scale * num / den, int(den))]
 
 
-METRICS: Final[dict[str, type[Count]]] = {
-    "active_customers": Count,
-    "email_open_rate": Ratio,
+class Count(Sum):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Quantiles:
+    """p50 and p90 of samples, from a mergeable KLL sketch."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @staticmethod
+    def initialize() -> Any:
+        from datasketches import kll_floats_sketch
+
+        return kll_floats_sketch(KLL_K)
+
+    @staticmethod
+    def agg(acc: Any, d: MetricDelta) -> Any:
+        if d.sample is not None:
+            acc.update(float(d.sample))
+        return acc
+
+    def outputs(self, acc: Any) -> list[Output]:
+        if acc.is_empty():
+            return [(f"{self.prefix}_p50_seconds", None, 0), (f"{self.prefix}_p90_seconds", None, 0)]
+        n = int(acc.n)
+        return [(f"{self.prefix}_p50_seconds", float(acc.get_quantile(0.5)), n),
+                (f"{self.prefix}_p90_seconds", float(acc.get_quantile(0.9)), n)]
+
+
+AGGREGATORS: Final[dict[str, Any]] = {
+    "active_customers": Count("active_customers"),
+    "email_open_rate": Ratio("email_open_rate"),
+    "nps": Ratio("nps", 100.0),
+    "csat": Ratio("csat_pct", 100.0),
+    "ces": Ratio("ces_mean"),
+    "fcr": Ratio("fcr_rate"),
+    "aht": Ratio("aht_seconds"),
+    "ttr": Quantiles("ttr"),
+    "cancellations": Count("cancellations"),
+    "trial_to_paid": Ratio("trial_to_paid_rate"),
+    "at_risk_raised": Count("at_risk_raised"),
 }
+
+
+def encode_acc(metric: str, acc: Any) -> bytes:
+    """An accumulator as bytes for the metrics agent's table."""
+    if isinstance(AGGREGATORS[metric], Quantiles):
+        return b"K" + base64.b64encode(acc.serialize())
+    return f"{acc[0]!r},{acc[1]!r}".encode()
+
+
+def decode_acc(metric: str, raw: bytes) -> Any:
+    """Inverse of ``encode_acc``."""
+    if raw[:1] == b"K":
+        from datasketches import kll_floats_sketch
+
+        return kll_floats_sketch.deserialize(base64.b64decode(raw[1:]))
+    num, den = raw.decode().split(",")
+    return [float(num), float(den)]
 
 
 def window_of(ts: float, window_seconds: int) -> float:
@@ -118,35 +203,105 @@ def window_of(ts: float, window_seconds: int) -> float:
     return float(int(ts // window_seconds) * window_seconds)
 
 
-def fold(acc: Acc | None, delta: MetricDelta) -> tuple[Acc, MetricUpdate]:
-    """Fold one delta into a window's accumulator (``None``: a new window)."""
-    agg = METRICS[delta.metric]
-    new = agg.agg(acc if acc is not None else agg.initialize(), delta)
-    return new, MetricBook.update_for(delta.key, new)
+def _update(metric: str, segment: str | None, start: float, seconds: int,
+            out: Output) -> MetricUpdate:
+    name, value, sample = out
+    return MetricUpdate(name, segment, start, start + seconds, value, sample)
 
 
 class MetricBook:
-    """Accumulators by metric, segment and window; ``add`` returns the new value."""
+    """Accumulators by metric, segment and window, in any mutable mapping.
 
-    __slots__ = ("_accs",)
+    ``store`` maps a ``MetricKey`` to an accumulator: a dict in replay, a
+    Faust-table adapter in the worker. ``add`` folds a delta in and returns
+    every update it causes, derived metrics included.
+    """
 
-    def __init__(self) -> None:
-        self._accs: dict[MetricKey, Acc] = {}
+    __slots__ = ("store",)
 
-    def add(self, delta: MetricDelta) -> MetricUpdate:
-        """Fold one delta in and return the window's updated value."""
-        acc, update = fold(self._accs.get(delta.key), delta)
-        self._accs[delta.key] = acc
-        return update
+    def __init__(self, store: MutableMapping[MetricKey, Any] | None = None) -> None:
+        self.store: MutableMapping[MetricKey, Any] = store if store is not None else {}
 
-    @staticmethod
-    def update_for(key: MetricKey, acc: Acc) -> MetricUpdate:
-        """Turn an accumulator into the published update."""
-        metric, segment, start, seconds = key
-        value, sample = METRICS[metric].result(acc)
-        return MetricUpdate(metric, segment, start, start + seconds, value, sample)
+    def add(self, delta: MetricDelta) -> list[MetricUpdate]:
+        """Fold one delta in; return the window's new value(s) and any derived ones."""
+        agg = AGGREGATORS[delta.metric]
+        key = delta.key
+        acc = self.store.get(key)
+        acc = agg.agg(acc if acc is not None else agg.initialize(), delta)
+        self.store[key] = acc
+        updates = [_update(delta.metric, delta.segment, delta.window_start,
+                           delta.window_seconds, o) for o in agg.outputs(acc)]
+        updates.extend(self._derived(delta))
+        return updates
 
-    def updates(self) -> list[MetricUpdate]:
-        """Every window's current value, in a stable order."""
-        keys = sorted(self._accs, key=lambda k: (k[0], k[1] or "", k[3], k[2]))
-        return [self.update_for(k, self._accs[k]) for k in keys]
+    def _get(self, metric: str, segment: str | None, start: float, seconds: int) -> float:
+        acc = self.store.get((metric, segment, start, seconds))
+        return float(acc[0]) if acc is not None else 0.0
+
+    def _derived(self, d: MetricDelta) -> list[MetricUpdate]:
+        out: list[MetricUpdate] = []
+        seg = d.segment
+        if d.metric == "active_customers" and d.window_seconds == DAY:
+            out.append(self._stickiness(seg, d.window_start))
+        elif d.metric == "active_customers" and d.window_seconds == MONTH:
+            # DAU ÷ MAU for the day this 28-day window ends on...
+            out.append(self._stickiness(seg, d.window_start + MONTH - DAY))
+            # ...and the churn of the 28 days after it (this window is their base).
+            out.extend(self._churn(seg, d.window_start + MONTH))
+        elif d.metric == "cancellations" and d.window_seconds == MONTH:
+            out.extend(self._churn(seg, d.window_start))
+        return out
+
+    def _stickiness(self, seg: str | None, day: float) -> MetricUpdate:
+        dau = self._get("active_customers", seg, day, DAY)
+        mau = self._get("active_customers", seg, day + DAY - MONTH, MONTH)
+        value = dau / mau if mau > 0 else None
+        return MetricUpdate("stickiness", seg, day, day + DAY, value, int(mau))
+
+    def _churn(self, seg: str | None, start: float) -> list[MetricUpdate]:
+        lost = self._get("cancellations", seg, start, MONTH)
+        base = self._get("active_customers", seg, start - MONTH, MONTH)
+        churn = lost / base if base > 0 else None
+        return [MetricUpdate("churn_rate", seg, start, start + MONTH, churn, int(base)),
+                MetricUpdate("retention_rate", seg, start, start + MONTH,
+                             None if churn is None else 1.0 - churn, int(base))]
+
+    def latest(self) -> list[MetricUpdate]:
+        """Every metric's final value per window (derived ones too), in a stable order."""
+        final: dict[tuple[str, str | None, float, float], MetricUpdate] = {}
+        for key in list(self.store):
+            metric, seg, start, seconds = key
+            for o in AGGREGATORS[metric].outputs(self.store[key]):
+                u = _update(metric, seg, start, seconds, o)
+                final[(u.metric, u.segment, u.window_start, u.window_end)] = u
+            probe = MetricDelta(metric, seg, start, seconds, 0.0)
+            for u in self._derived(probe):
+                final[(u.metric, u.segment, u.window_start, u.window_end)] = u
+        return [final[k] for k in sorted(final, key=lambda k: (k[0], k[1] or "", k[3] - k[2],
+                                                                k[2]))]
+
+
+def rolling_windows(day_start: float, days: int, first_day: float | None) -> Iterator[float]:
+    """Starts of the ``days``-day windows (one ending at each day boundary) that contain
+    day ``day_start`` but not ``first_day`` (a day already counted), in order."""
+    size = days * DAY
+    lo = day_start - size + DAY
+    if first_day is not None:
+        lo = max(lo, first_day + DAY)
+    start = lo
+    while start <= day_start:
+        yield start
+        start += DAY
+
+
+def each_window(t: float, tumbling: tuple[int, ...], rolling_days: tuple[int, ...]
+                ) -> Iterator[tuple[float, int]]:
+    """Every (start, seconds) window that holds event time ``t``."""
+    for seconds in tumbling:
+        yield window_of(t, seconds), seconds
+    day = window_of(t, DAY)
+    for days in rolling_days:
+        for start in rolling_windows(day, days, None):
+            yield start, days * DAY
+
+

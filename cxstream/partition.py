@@ -153,9 +153,9 @@ class PartitionProcessor:
             if real is None or real > watermark:
                 self._schedule(customer_id, real)  # activity moved it on; no write needed
                 continue
-            found = self.engine.advance(st, watermark)
-            if found:
-                alerts.extend(found)
+            found, deltas = self.engine.advance(st, watermark)
+            alerts.extend(found)
+            out.metrics.extend(deltas)
             self._note_health(st, out.health)
             self.store.put(st)
             self._schedule(customer_id, self.engine.due_at(st))

@@ -61,7 +61,7 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.alerts_out:
         _write_jsonl(args.alerts_out, (orjson.dumps(a.to_dict()) for a in result.alerts))
     if args.metrics_out:
-        _write_jsonl(args.metrics_out, (orjson.dumps(u.to_dict()) for u in result.metrics.updates()))
+        _write_jsonl(args.metrics_out, (orjson.dumps(u.to_dict()) for u in result.metrics.latest()))
     if args.dead_letters_out:
         _write_jsonl(args.dead_letters_out, iter(dead))
     states: dict[str, int] = {}
@@ -76,7 +76,7 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(
         "alerts: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none")
-        + f"; metric windows: {len(result.metrics.updates())}",
+        + f"; metric windows: {len(result.metrics.latest())}",
         file=sys.stderr,
     )
     return 0

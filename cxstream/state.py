@@ -49,7 +49,7 @@ class CustomerState:
     evaluated_at: float | None = None
     events: int = 0
     recent_ids: list[int] = field(default_factory=list)
-    counted: dict[int, list[float]] = field(default_factory=dict)
+    counted: dict[int, float] = field(default_factory=dict)  # window seconds -> last counted start
     pending: list[list[Any]] = field(default_factory=list)
     # activity
     last_activity_at: float | None = None
@@ -72,6 +72,9 @@ class CustomerState:
     repeats: list[float] = field(default_factory=list)
     last_resolved_at: float | None = None
     ticket_events: int = 0
+    # ticket id -> [opened_at, replies, reopened, first resolved_at or None, counted as FCR]
+    tickets: dict[str, list[Any]] = field(default_factory=dict)
+    trial_started_at: float | None = None
     # feedback: survey -> [latest score, previous score or None, answered at]
     feedback: dict[str, list[Any]] = field(default_factory=dict)
     # subscription
@@ -97,7 +100,7 @@ class CustomerState:
         """Inverse of ``to_dict``."""
         st = cls(**{k: v for k, v in d.items() if k not in _PACKED})
         st.episodes = {k: Episode(v[0], v[1], v[2]) for k, v in d["episodes"].items()}
-        st.counted = {int(k): list(v) for k, v in d["counted"].items()}
+        st.counted = {int(k): float(v) for k, v in d["counted"].items()}
         st.ring = [[x & 255, x >> 8 & 255, x >> 16 & 255] for x in d["ring"]]
         return st
 

@@ -9,24 +9,31 @@ import orjson
 import pytest
 
 from cxstream.agents.app import Service
-from cxstream.agents.scoring import encode_delta
+from cxstream.agents.scoring import route_deltas
 from cxstream.alerts import rfc3339
+from cxstream.metrics import MetricDelta
 from cxstream.schemas.export import DEFAULT_DIR
 from tests.agents.conftest import Harness
 from tests.factories import at, login, opened, sent
 
 METRIC_UPDATE_SCHEMA = json.loads((DEFAULT_DIR / "metric-update.schema.json").read_text())
 HOUR_START = at(0, 9)
-HOUR_KEY = f"active_customers|*|{HOUR_START:.0f}|3600".encode()
+HOUR_KEY = orjson.dumps(["active_customers", None, HOUR_START, 3600]).decode()
 HOUR_UPDATE_KEY = (
     f"active_customers|*|{rfc3339(HOUR_START)}|{rfc3339(HOUR_START + 3600)}".encode()
 )
 
 
+def delta(metric: str, segment: str | None, start: float, seconds: int, num: float,
+          den: float = 0.0) -> tuple[bytes, bytes]:
+    """The (key, value) ``score_events`` sends for one delta."""
+    ((key, rows),) = route_deltas([MetricDelta(metric, segment, start, seconds, num, den)]).items()
+    return key, orjson.dumps(rows)
+
+
 def active(segment: str | None, start: float, seconds: int) -> tuple[bytes, bytes]:
     """The (key, value) ``score_events`` sends for +1 active customer."""
-    key = f"active_customers|{segment or '*'}|{start:.0f}|{seconds}".encode()
-    return key, encode_delta("active_customers", segment, start, seconds, 1.0, 0.0)
+    return delta("active_customers", segment, start, seconds, 1.0)
 
 
 async def test_two_deltas_for_the_same_window_sum_into_one_value(
@@ -51,7 +58,7 @@ async def test_two_deltas_for_the_same_window_sum_into_one_value(
     jsonschema.validate(updates[-1][1], METRIC_UPDATE_SCHEMA)
     assert harness.sample("cxstream_cx_metric", metric="active_customers", segment="all",
                           window="1h") == 2
-    assert orjson.loads(service.metric_accs[key.decode()]) == [2.0, 0.0]
+    assert service.metric_accs[HOUR_KEY] == b"2.0,0.0"
 
 
 async def test_windows_and_segments_are_summed_apart(
@@ -64,7 +71,8 @@ async def test_windows_and_segments_are_summed_apart(
         for key, value in deltas:
             await harness.aggregate(agent, key, value)
 
-    latest = {k: u["value"] for k, u in harness.metric_updates()}
+    latest = {k: u["value"] for k, u in harness.metric_updates()
+              if u["metric"] == "active_customers"}
     assert latest == {
         HOUR_UPDATE_KEY: 2.0,
         f"active_customers|pro|{rfc3339(HOUR_START)}|{rfc3339(HOUR_START + 3600)}".encode(): 1.0,
@@ -80,8 +88,7 @@ async def test_open_rate_is_undefined_until_an_email_is_sent_then_opened_over_se
     service: Service, harness: Harness
 ) -> None:
     def rate(num: float, den: float) -> tuple[bytes, bytes]:
-        key = f"email_open_rate|*|{HOUR_START:.0f}|3600".encode()
-        return key, encode_delta("email_open_rate", None, HOUR_START, 3600, num, den)
+        return delta("email_open_rate", None, HOUR_START, 3600, num, den)
 
     async with service.aggregate_metrics.test_context() as agent:
         await harness.aggregate(agent, *rate(1.0, 0.0))  # an open seen before its send
@@ -111,6 +118,7 @@ async def test_deltas_from_scored_events_add_up_to_the_metric(
         await harness.score(agent, sent("c1", 0, 9, 40, message_id="m1"))
         await harness.score(agent, sent("c2", 0, 9, 40, message_id="m2"))
         await harness.score(agent, opened("c2", 0, 9, 45, message_id="m2"))
+        await harness.score(agent, login("clock", 0, 11))  # moves the watermark past them
     async with service.aggregate_metrics.test_context() as agent:
         for key, value in harness.deltas():
             await harness.aggregate(agent, key, value)

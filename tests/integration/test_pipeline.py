@@ -199,7 +199,7 @@ def test_replay_and_worker_agree_on_alerts_and_metrics(
     replayed = replay_file(settings, story_file)
     want_alerts = sorted((orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)
                           for a in replayed.alerts))
-    want_metrics = {u.key: u.to_dict() for u in replayed.metrics.updates()}
+    want_metrics = {_metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()}
     assert len(want_alerts) > len(expected_alerts()) and want_metrics
 
     run(publish_file(settings, story_file))
@@ -221,9 +221,8 @@ def test_replay_and_worker_agree_on_alerts_and_metrics(
     assert latest == want_metrics
 
 
-def _metric_key(r: dict[str, Any]) -> str:
-    seg = r["segment"] if r["segment"] is not None else "*"
-    return f"{r['metric']}|{seg}|{r['window_start']}|{r['window_end']}"
+def _metric_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["metric"], r["segment"], r["window_start"], r["window_end"])
 
 
 def _wait(check: Any, timeout: float = 30.0) -> bool:
