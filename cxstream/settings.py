@@ -67,6 +67,7 @@ class Settings(BaseModel):
     allowed_lateness_seconds: float = Field(300.0, ge=0)
     dedupe_ids: int = Field(16, ge=1, le=1024)
     metric_windows_seconds: tuple[int, ...] = Field((3600, 86400), min_length=1)
+    rolling_windows_days: tuple[int, ...] = (7, 28)
     profile: ProfileModel = Field(default_factory=ProfileModel)  # type: ignore[valid-type]
     segments: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -126,6 +127,7 @@ class Settings(BaseModel):
             allowed_lateness_seconds=self.allowed_lateness_seconds,
             dedupe_ids=self.dedupe_ids,
             metric_windows_seconds=self.metric_windows_seconds,
+            rolling_windows_days=self.rolling_windows_days,
         )
 
     def topic(self, name: str) -> str:
