@@ -172,7 +172,8 @@ class Engine:
     def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert],
                   deltas: list[MetricDelta]) -> None:
         prof = self._profile(st)
-        inputs = signals.score_inputs(st, t, prof)
+        weeks = signals.week_counts(st, t)
+        inputs = signals.score_inputs(st, t, prof, weeks)
         score = health(inputs, prof.weights)
         st.score = score
         day = float(t // DAY_SECONDS)
@@ -186,7 +187,7 @@ class Engine:
                 hist.append([day, score])
         while hist and hist[0][0] <= day - prof.score_drop_days:
             del hist[0]
-        observations = signals.observe(st, t, prof, score, inputs)
+        observations = signals.observe(st, t, prof, score, inputs, weeks)
         for kind in prof.alert_kinds:
             alert, suppressed = episodes.transition(st, kind, observations[kind], t, score, prof)
             if alert is not None:

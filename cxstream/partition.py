@@ -84,12 +84,14 @@ class Outcome:
 class PartitionProcessor:
     """Applies a partition's events in arrival order and sweeps due customers."""
 
-    __slots__ = ("_due", "_scheduled", "clock", "engine", "store")
+    __slots__ = ("_due", "_scheduled", "clock", "engine", "store", "track_health")
 
-    def __init__(self, engine: Engine, store: StateStore, clock: StreamClock) -> None:
+    def __init__(self, engine: Engine, store: StateStore, clock: StreamClock,
+                 track_health: bool = True) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
+        self.track_health = track_health  # the worker publishes health; replay reads it at the end
         self._due: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
 
@@ -132,6 +134,8 @@ class PartitionProcessor:
         return out
 
     def _note_health(self, st: CustomerState, into: list[HealthSnapshot]) -> None:
+        if not self.track_health:
+            return
         snap = self.engine.changed_health(st)
         if snap is not None:
             into.append(snap)

@@ -54,7 +54,8 @@ class Replayer:
         self.stores = [DictStore() for _ in range(partitions)]
         lateness = engine.config.allowed_lateness_seconds
         self.processors = [
-            PartitionProcessor(engine, store, StreamClock(lateness)) for store in self.stores
+            PartitionProcessor(engine, store, StreamClock(lateness), track_health=False)
+            for store in self.stores
         ]
         self.result = ReplayResult()
 
@@ -74,14 +75,17 @@ class Replayer:
         for delta in out.metrics:
             res.metrics.add(delta)
         res.alerts.extend(out.alerts)
-        for snap in out.health:
-            res.health[snap.customer_id] = snap
         return out.alerts
 
     def run(self, events: Iterable[Event]) -> ReplayResult:
-        """Feed every event and return the result."""
+        """Feed every event and return the result (with every customer's final health)."""
         for event in events:
             self.feed(event)
+        engine = self.processors[0].engine
+        for store in self.stores:
+            for st in store.values():
+                if st.score is not None:
+                    self.result.health[st.customer_id] = engine.snapshot(st)
         return self.result
 
     @property

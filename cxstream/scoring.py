@@ -7,7 +7,7 @@ ticket is not scored as if support were perfect or terrible.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,17 +44,17 @@ class HealthSnapshot:
     @classmethod
     def of(cls, customer_id: str, segment: str | None, score: float | None,
            evaluated_at: float | None, episodes: Mapping[str, Any],
-           inputs: Mapping[str, tuple[float, str]]) -> HealthSnapshot:
+           inputs: Mapping[str, tuple[float, Callable[[], str]]]) -> HealthSnapshot:
         """Build from a customer's state parts."""
         return cls(
             customer_id, segment, score, evaluated_at,
             tuple((k, alert_id(customer_id, k, ep.started_at), ep.severity, ep.started_at)
                   for k, ep in sorted(episodes.items())),
-            tuple((n, r, d) for n, (r, d) in sorted(inputs.items(), key=lambda kv: -kv[1][0])),
+            tuple((n, r, d()) for n, (r, d) in sorted(inputs.items(), key=lambda kv: -kv[1][0])),
         )
 
 
-def health(inputs: Mapping[str, tuple[float, str]], weights: Mapping[str, float]) -> float:
+def health(inputs: Mapping[str, tuple[float, Any]], weights: Mapping[str, float]) -> float:
     """Score 0–100 from the available inputs (100 when nothing is known)."""
     total = 0.0
     risk = 0.0

@@ -12,7 +12,7 @@ escalation, a ticket going overdue), so the engine can evaluate exactly then.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Final
 
 from cxstream.alerts import Reason, rfc3339
@@ -41,13 +41,35 @@ _GAP_EWM_ALPHA = 0.3
 _LOGIN, _EMAIL, _TICKET = 0, 1, 2
 
 
-@dataclass(slots=True)
 class Observation:
-    """One kind's condition at an event time."""
+    """One kind's condition at an event time; the reasons are written only if asked for.
 
-    active: bool
-    severity: str
-    reasons: tuple[Reason, ...]
+    Most evaluations change nothing, so the sentences (the costly part) are
+    built lazily, when a transition is published.
+    """
+
+    __slots__ = ("_make", "_reasons", "active", "severity")
+
+    def __init__(self, active: bool, severity: str,
+                 reasons: tuple[Reason, ...] | Callable[[], tuple[Reason, ...]]) -> None:
+        self.active = active
+        self.severity = severity
+        if callable(reasons):
+            self._make: Callable[[], tuple[Reason, ...]] | None = reasons
+            self._reasons: tuple[Reason, ...] = ()
+        else:
+            self._make = None
+            self._reasons = reasons
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        if self._make is not None:
+            self._reasons = self._make()
+            self._make = None
+        return self._reasons
+
+
+Inputs = dict[str, tuple[float, Callable[[], str]]]
 
 
 def _day(t: float) -> int:
@@ -200,20 +222,23 @@ def _last_active(st: CustomerState) -> tuple[float, str]:
     return st.first_seen_at, "first seen"
 
 
-def _week_counts(st: CustomerState, t: float, slot: int) -> tuple[int, int]:
-    """(activity in the 7 days ending at t, activity in the 28 days before those)."""
-    if st.ring_day0 is None:
-        return 0, 0
-    end = _day(t)
-    recent = base = 0
-    for i, counts in enumerate(st.ring):
-        day = st.ring_day0 + i
-        age = end - day
-        if 0 <= age < 7:
-            recent += counts[slot]
-        elif 7 <= age < 35:
-            base += counts[slot]
-    return recent, base
+Weeks = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+def week_counts(st: CustomerState, t: float) -> Weeks:
+    """(login, email, ticket) counts in the 7 days ending at ``t`` and in the 28 before."""
+    recent = [0, 0, 0]
+    base = [0, 0, 0]
+    if st.ring_day0 is not None:
+        end = _day(t) - st.ring_day0
+        ring = st.ring
+        for i in range(max(0, end - 34), min(len(ring), end + 1)):
+            c = ring[i]
+            into = recent if i > end - 7 else base
+            into[0] += c[0]
+            into[1] += c[1]
+            into[2] += c[2]
+    return (recent[0], recent[1], recent[2]), (base[0], base[1], base[2])
 
 
 def p_alive(st: CustomerState, t: float, prof: Profile) -> float | None:
@@ -235,40 +260,48 @@ def p_alive(st: CustomerState, t: float, prof: Profile) -> float | None:
     return 1.0 / (1.0 + odds)
 
 
-def score_inputs(st: CustomerState, t: float, prof: Profile) -> dict[str, tuple[float, str]]:
-    """Risk (0–1) and a sentence for each score input the customer has data for."""
-    out: dict[str, tuple[float, str]] = {}
+def score_inputs(st: CustomerState, t: float, prof: Profile, weeks: Weeks | None = None
+                 ) -> Inputs:
+    """Risk (0–1) and a sentence (lazily) for each score input the customer has data for."""
+    weeks = weeks if weeks is not None else week_counts(st, t)
+    out: Inputs = {}
     last, _ = _last_active(st)
     since = _days(t - last)
     line = inactivity_line_days(st, prof)
     out["inactivity"] = (min(1.0, since / (prof.escalate_factor * line)),
-                         f"{since:.1f} days without a login or email open (line {line:.1f})")
-    recent, base = _week_counts(st, t, _LOGIN)
-    e_recent, e_base = _week_counts(st, t, _EMAIL)
+                         lambda: f"{since:.1f} days without a login or email open "
+                                 f"(line {line:.1f})")
+    (recent, e_recent, _), (base, e_base, _) = weeks
     if base + e_base >= prof.decay_min_baseline:
         drop = _drop_pct(recent + e_recent, base + e_base)
         out["decay"] = (min(1.0, max(0.0, drop / 100.0)),
-                        f"activity in the last 7 days {drop:+.0f}% below the 28-day baseline"
-                        if drop > 0 else "activity at or above its 28-day baseline")
+                        lambda: f"activity in the last 7 days {drop:.0f}% below the 28-day "
+                                "baseline" if drop > 0 else
+                                "activity at or above its 28-day baseline")
     if st.unsubscribed or st.bounced:
-        out["email"] = (1.0, "unsubscribed from email" if st.unsubscribed else "email bounces")
+        out["email"] = (1.0, lambda: "unsubscribed from email" if st.unsubscribed
+                        else "email bounces")
     elif st.em_delivered >= 2.0:
         rate = st.em_opened / st.em_delivered
         risk = max(min(1.0, max(0.0, 1.0 - rate / 0.4)),
                    min(1.0, st.unopened / (2.0 * prof.unopened_streak)))
-        out["email"] = (risk, f"email open rate {rate:.0%}, {st.unopened} unopened in a row")
+        unopened = st.unopened
+        out["email"] = (risk, lambda: f"email open rate {rate:.0%}, {unopened} unopened "
+                                      "in a row")
     if st.ticket_events:
-        friction = _support_reasons(st, t, prof)
-        risk = min(1.0, 0.35 * len(friction) + 0.1 * len(st.open_tickets))
-        out["support"] = (risk, "; ".join(r.message for r in friction) or
-                          f"{len(st.open_tickets)} open ticket(s), no friction")
+        friction = _support_reasons(st, t, prof, weeks)
+        open_count = len(st.open_tickets)
+        risk = min(1.0, 0.35 * len(friction) + 0.1 * open_count)
+        out["support"] = (risk, lambda: "; ".join(r.message for r in friction) or
+                          f"{open_count} open ticket(s), no friction")
     fb = _feedback_risks(st)
     if fb:
+        answers = {k: st.feedback[k][0] for k in fb}
         out["feedback"] = (sum(fb.values()) / len(fb),
-                           ", ".join(f"{k.upper()} {st.feedback[k][0]:g}" for k in fb))
+                           lambda: ", ".join(f"{k.upper()} {v:g}" for k, v in answers.items()))
     alive = p_alive(st, t, prof)
     if alive is not None:
-        out["alive"] = (1.0 - alive, f"probability still active {alive:.0%} (BG/NBD)")
+        out["alive"] = (1.0 - alive, lambda: f"probability still active {alive:.0%} (BG/NBD)")
     return out
 
 
@@ -289,7 +322,7 @@ def _feedback_risks(st: CustomerState) -> dict[str, float]:
     return risks
 
 
-def _support_reasons(st: CustomerState, t: float, prof: Profile) -> list[Reason]:
+def _support_reasons(st: CustomerState, t: float, prof: Profile, weeks: Weeks) -> list[Reason]:
     reasons = []
     month = t - 30 * DAY_SECONDS
     reopens = [x for x in st.reopens if x > month]
@@ -303,7 +336,7 @@ def _support_reasons(st: CustomerState, t: float, prof: Profile) -> list[Reason]
         reasons.append(Reason("ticket_overdue", round(oldest, 1), prof.ticket_overdue_days,
                               f"{len(overdue)} ticket(s) open longer than "
                               f"{prof.ticket_overdue_days:g} days (oldest {oldest:.1f})"))
-    contacts, base = _week_counts(st, t, _TICKET)
+    contacts, base = weeks[0][_TICKET], weeks[1][_TICKET]
     line = max(float(prof.contacts_per_week), 2.0 * base / 4.0)
     if contacts >= line:
         reasons.append(Reason("contacts_high", float(contacts), line,
@@ -317,8 +350,10 @@ def _support_reasons(st: CustomerState, t: float, prof: Profile) -> list[Reason]
 
 
 def observe(st: CustomerState, t: float, prof: Profile, score: float,
-            inputs: dict[str, tuple[float, str]]) -> dict[str, Observation]:
+            inputs: Inputs, weeks: Weeks | None = None
+            ) -> dict[str, Observation]:
     """Each alert kind's condition at event time ``t``."""
+    weeks = weeks if weeks is not None else week_counts(st, t)
     obs: dict[str, Observation] = {}
     open_ = st.episodes
     last, since_what = _last_active(st)
@@ -327,21 +362,20 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
     active = since >= line
     obs["inactivity"] = Observation(
         active, "critical" if since >= prof.escalate_factor * line else "warning",
-        (Reason("inactive_days", round(since, 2), round(line, 2),
-                f"No login or email open for {since:.1f} days; this customer's line is "
-                f"{line:.1f} days ({since_what} {rfc3339(last)})."),),
+        lambda: (Reason("inactive_days", round(since, 2), round(line, 2),
+                        f"No login or email open for {since:.1f} days; this customer's line "
+                        f"is {line:.1f} days ({since_what} {rfc3339(last)})."),),
     )
-    recent, base = _week_counts(st, t, _LOGIN)
-    e_recent, e_base = _week_counts(st, t, _EMAIL)
+    (recent, e_recent, _), (base, e_base, _) = weeks
     drop = _drop_pct(recent + e_recent, base + e_base)
     enough = base + e_base >= prof.decay_min_baseline
     line_pct = prof.decay_resolve_pct if "engagement_decay" in open_ else prof.decay_raise_pct
     obs["engagement_decay"] = Observation(
         enough and drop >= line_pct, "critical" if drop >= 90 else "warning",
-        (Reason("activity_drop_pct", round(drop, 1), prof.decay_raise_pct,
-                f"Logins and email engagement in the last 7 days are {drop:.0f}% below the "
-                f"customer's 28-day baseline ({recent + e_recent} vs "
-                f"{(base + e_base) / 4:.1f} a week)."),),
+        lambda: (Reason("activity_drop_pct", round(drop, 1), prof.decay_raise_pct,
+                        f"Logins and email engagement in the last 7 days are {drop:.0f}% "
+                        f"below the customer's 28-day baseline ({recent + e_recent} vs "
+                        f"{(base + e_base) / 4:.1f} a week)."),),
     )
     email: list[Reason] = []
     if st.unsubscribed:
@@ -355,27 +389,29 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
                             f"is {streak_line:g})."))
     obs["email_disengagement"] = Observation(
         bool(email), "critical" if len(email) > 1 else "warning", tuple(email))
-    friction = _support_reasons(st, t, prof)
+    friction = _support_reasons(st, t, prof, weeks)
     obs["support_friction"] = Observation(
         bool(friction), "critical" if len(friction) > 1 else "warning", tuple(friction))
     obs["feedback"] = _feedback_observation(st, prof)
     band = prof.at_risk_exit if "at_risk" in open_ else prof.at_risk_enter
-    top = sorted(inputs.items(), key=lambda kv: -kv[1][0])[:3]
+    def at_risk_reasons() -> tuple[Reason, ...]:
+        top = sorted(inputs.items(), key=lambda kv: -kv[1][0])[:3]
+        return tuple(Reason(f"{name}_risk", round(risk, 3), None, text())
+                     for name, (risk, text) in top if risk > 0) + (
+            Reason("health_score", round(score, 1), band,
+                   f"Health {score:.0f}/100 (at risk below {prof.at_risk_enter:g})."),)
+
     obs["at_risk"] = Observation(
         score < band, "critical" if score < prof.at_risk_critical else "warning",
-        tuple(Reason(f"{name}_risk", round(risk, 3), None, text)
-              for name, (risk, text) in top if risk > 0)
-        + (Reason("health_score", round(score, 1), band,
-                  f"Health {score:.0f}/100 (at risk below {prof.at_risk_enter:g})."),),
-    )
+        at_risk_reasons)
     peak = max((s for _, s in st.score_hist), default=score)
     fall = peak - score
     drop_line = prof.score_drop_points / 2 if "score_drop" in open_ else prof.score_drop_points
     obs["score_drop"] = Observation(
         fall >= drop_line, "critical" if fall >= 2 * prof.score_drop_points else "warning",
-        (Reason("score_drop_points", round(fall, 1), prof.score_drop_points,
-                f"Health fell {fall:.0f} points in {prof.score_drop_days} days "
-                f"(from {peak:.0f} to {score:.0f})."),),
+        lambda: (Reason("score_drop_points", round(fall, 1), prof.score_drop_points,
+                        f"Health fell {fall:.0f} points in {prof.score_drop_days} days "
+                        f"(from {peak:.0f} to {score:.0f})."),),
     )
     return obs
 
