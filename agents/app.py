@@ -21,10 +21,11 @@ from cxstream.settings import Settings
 
 from .backlog import BacklogProbe
 from .partitioning import partitioner_for
+from .security import faust_credentials, kafka_options
 from .scoring import Scorer
 from .sensors import ServiceMetrics
 from .tables import AccumulatorTable
-from .web import install_routes
+from .web import install_routes, owned_partitions
 
 __all__ = ["Service", "create_app"]
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         autodiscover=False,
@@ -101,7 +103,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         except Exception:  # consumer not started (test_context) or partition not fetched yet
             return None
 
-    probe = BacklogProbe(settings.kafka_bootstrap, settings.app_id,
+    probe = BacklogProbe(kafka_options(settings), settings.app_id,
                          list(settings.input_topics.values()))
     scorer = Scorer(
         Engine(settings.engine_config()),
@@ -121,6 +123,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     @app.on_partitions_assigned.connect
     async def _forget_on_assign(sender: Any, assigned: Any, **kwargs: Any) -> None:
         scorer.forget()
+
+    @app.on_rebalance_complete.connect
+    async def _index_owned_partitions(sender: Any, **kwargs: Any) -> None:
+        """Tables are recovered: index every owned partition, events or not."""
+        for partition in sorted(owned_partitions(app, settings)):
+            await scorer.processor(partition)
+        scorer.ready = True
 
     async def score_events(stream: Any) -> None:
         """Every input event: decode, apply to the customer, publish what it decided."""

@@ -10,6 +10,8 @@ that joins no group.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -19,8 +21,8 @@ __all__ = ["BacklogProbe"]
 class BacklogProbe:
     """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
 
-    def __init__(self, bootstrap: str, group_id: str, topics: list[str]) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str]) -> None:
+        self.kafka = kafka
         self.group_id = group_id
         self.topics = topics
         self._consumer: AIOKafkaConsumer | None = None
@@ -41,7 +43,7 @@ class BacklogProbe:
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                **self.kafka, group_id=self.group_id,
                 enable_auto_commit=False,
             )
             await self._consumer.start()

@@ -21,6 +21,7 @@ from cxstream.events import FAMILY_OF
 from cxstream.settings import Settings
 
 from .ingest import decode
+from .security import kafka_options
 from .topics import ensure_topics
 
 __all__ = ["EventPublisher", "publish_file"]
@@ -33,7 +34,7 @@ class EventPublisher:
         self.settings = settings
         self.topics = settings.input_topics
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_options(settings),
             enable_idempotence=True,
             acks="all",
             linger_ms=5,

@@ -7,6 +7,7 @@ restarted or newly assigned worker carries on from the table's state.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -18,14 +19,28 @@ from cxstream.alerts import rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
 from cxstream.metrics import MetricDelta
-from cxstream.partition import PartitionProcessor
+from cxstream.events import Event
+from cxstream.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.scoring import HealthSnapshot
 
 from .ingest import decode, dead_letter
 from .sensors import ServiceMetrics
 from .tables import TableStore
 
-__all__ = ["Scorer", "route_deltas"]
+__all__ = ["CLOCK_SAVE_EVERY", "POISON_ATTEMPTS", "Scorer", "clock_key", "route_deltas"]
+
+log = logging.getLogger(__name__)
+# A deterministic failure fails every time; a transient one (memory, a store
+# hiccup) rarely twice. Three attempts, then the event is dead-lettered and the
+# partition moves on.
+POISON_ATTEMPTS = 3
+# Events between checkpoints of a partition's stream clock in the table.
+CLOCK_SAVE_EVERY = 100
+
+
+def clock_key(partition: int) -> str:
+    """Table key of a partition's saved clock (NUL-prefixed: never a customer id)."""
+    return f"\x00clock:{partition}"
 
 
 def route_deltas(deltas: list[MetricDelta]) -> dict[bytes, list[list[Any]]]:
@@ -64,13 +79,18 @@ class Scorer:
         self.probe = probe
         self.processors: dict[int, PartitionProcessor] = {}
         self._ends: dict[tuple[str, int], int] = {}
+        self._unsaved: dict[int, int] = {}
         self.at_risk: dict[str, HealthSnapshot] = {}
+        # True once the tables are recovered after the latest rebalance and every
+        # owned partition is indexed; lookups answer 503 until then.
+        self.ready = False
 
     def forget(self) -> None:
         """Drop in-memory indexes after a rebalance; they are rebuilt from the table."""
         self.processors.clear()
         self._ends.clear()
         self.at_risk.clear()
+        self.ready = False
 
     def note_risk(self, snap: HealthSnapshot) -> None:
         """Keep the in-memory at-risk index (customers with an open at_risk episode)."""
@@ -87,7 +107,11 @@ class Scorer:
             backlog = await self.probe(partition)
             if partition in self.processors:  # built by someone else while we awaited
                 return self.processors[partition]
-            proc = PartitionProcessor.restore(self.engine, store)
+            saved = self.table.get(clock_key(partition))
+            clock = (StreamClock.from_dict(orjson.loads(saved),
+                                           self.engine.config.allowed_lateness_seconds)
+                     if saved is not None else None)
+            proc = PartitionProcessor.restore(self.engine, store, clock)
             for st in store.values():
                 if "at_risk" in st.episodes:
                     self.note_risk(self.engine.snapshot(st))
@@ -96,6 +120,33 @@ class Scorer:
                 self._ends[(topic, partition)] = end
             self.processors[partition] = proc
         return proc
+
+    def _process(self, proc: PartitionProcessor, event: Event, source: str,
+                 caught_up: bool, offset: int) -> Outcome:
+        """Process with bounded retries; the table is written only on success."""
+        for attempt in range(1, POISON_ATTEMPTS + 1):
+            try:
+                return proc.process(event, source=source, caught_up=caught_up,
+                                    position=offset)
+            except Exception:
+                if attempt == POISON_ATTEMPTS:
+                    raise
+                log.warning("processing %s failed (attempt %d), retrying", event.event_id,
+                            attempt, exc_info=True)
+        raise AssertionError("unreachable")
+
+    def _save_clock(self, partition: int, proc: PartitionProcessor) -> None:
+        """Checkpoint the partition's clock in the table every so often.
+
+        An older checkpoint only restores a lower watermark (decisions later,
+        never an event wrongly late), so it need not be written per event.
+        """
+        n = self._unsaved.get(partition, 0) + 1
+        if n < CLOCK_SAVE_EVERY:
+            self._unsaved[partition] = n
+            return
+        self._unsaved[partition] = 0
+        self.table[clock_key(partition)] = orjson.dumps(proc.clock.to_dict())
 
     def caught_up(self, tp: Any, offset: int) -> bool:
         """Whether ``offset`` is the last record of ``tp`` known right now."""
@@ -112,7 +163,13 @@ class Scorer:
             return
         proc = await self.processor(message.partition)
         caught_up = self.caught_up(message.tp, message.offset)
-        out = proc.process(event, source=message.topic, caught_up=caught_up)
+        try:
+            out = self._process(proc, event, message.topic, caught_up, message.offset)
+        except Exception as exc:  # a poison pill: an event the engine cannot process
+            await self._dead(message, raw, InvalidEvent(
+                f"processing failed {POISON_ATTEMPTS} times: {type(exc).__name__}: {exc}",
+                code="processing_error"))
+            return
         m = self.metrics
         if out.late:
             wm = proc.clock.watermark
@@ -136,6 +193,7 @@ class Scorer:
             self.note_risk(snap)
         for route, rows in route_deltas(out.metrics).items():
             await topics.deltas.send(key=route, value=orjson.dumps(rows))
+        self._save_clock(message.partition, proc)
         if proc.clock.watermark > -math.inf:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
         m.latency.observe(time.perf_counter() - started)

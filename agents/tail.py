@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaConsumer
 
 from cxstream.settings import Settings
 
+from .security import kafka_options
+
 __all__ = ["format_alert", "tail_alerts"]
 
 _MARK = {"raised": "!", "escalated": "!!", "resolved": "ok"}
@@ -31,7 +33,7 @@ async def tail_alerts(settings: Settings, *, from_beginning: bool = False,
     """Print alerts until interrupted (or ``limit`` alerts); returns how many."""
     consumer = AIOKafkaConsumer(
         settings.topic("alerts"),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_options(settings),
         group_id=f"cxstream-tail-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,

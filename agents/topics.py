@@ -18,6 +18,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from cxstream.errors import ConfigError
 from cxstream.settings import Settings
 
+from .security import kafka_options
+
 __all__ = ["ensure_topics", "topic_specs"]
 
 COMPACT = {"cleanup.policy": "compact"}
@@ -46,7 +48,7 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
 async def ensure_topics(settings: Settings) -> None:
     """Create missing topics; fail if an input topic has another partition count."""
     specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

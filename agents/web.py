@@ -16,6 +16,8 @@ unreachable) is a ``503`` with ``Retry-After``: clients retry, nothing guesses.
 from __future__ import annotations
 
 import asyncio
+import hmac
+from urllib.parse import quote
 from typing import Any
 
 import aiohttp
@@ -31,12 +33,13 @@ from .openapi import openapi_document
 from .scoring import Scorer
 from .tables import TableStore
 
-__all__ = ["MAX_BATCH_EVENTS", "MAX_BODY_BYTES", "install_routes"]
+__all__ = ["MAX_BATCH_EVENTS", "MAX_BODY_BYTES", "install_routes", "owned_partitions"]
 
 MAX_BODY_BYTES = 1_048_576  # 1 MiB: a batch of ~1000 ordinary events
 MAX_BATCH_EVENTS = 1000
 MAX_AT_RISK_LIMIT = 1000
 _PEER_TIMEOUT_S = 5.0
+_FORWARDED = "X-Cxstream-Forwarded"  # a forwarded lookup is never forwarded again
 
 
 def _json(view: View, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -48,27 +51,50 @@ def _unavailable(view: View, why: str) -> Any:
     return _json(view, {"error": why, "retryable": True}, 503, {"Retry-After": "1"})
 
 
+def _denied(view: View, request: Any, settings: Settings) -> Any | None:
+    """A 401 unless the request carries the configured bearer token (if any)."""
+    if settings.api_token is None:
+        return None
+    expected = f"Bearer {settings.api_token.get_secret_value()}"
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode(), expected.encode()):
+        return None
+    return _json(view, {"error": "missing or wrong bearer token"}, 401,
+                 {"WWW-Authenticate": "Bearer"})
+
+
 def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
                    input_topics: dict[str, Any]) -> None:
     """Register the API's views on ``app``."""
 
     @app.page("/customers/{customer_id}")
     class CustomerView(View):
-        @app.table_route(table=customers, match_info="customer_id")
         async def get(self, request: Any, customer_id: str) -> Any:
-            if app.rebalancing:
+            if (denied := _denied(self, request, settings)) is not None:
+                return denied
+            if app.rebalancing or app.in_recovery or not scorer.ready:
                 return _unavailable(self, "partitions are being reassigned")
-            st = TableStore(customers).get(customer_id)
-            if st is None:
-                return _json(self, {"error": f"no customer {customer_id!r}"}, 404)
-            body = scorer.engine.snapshot(st).to_dict()
-            body["events"] = st.events
-            body["pending_events"] = len(st.pending)
-            return _json(self, body)
+            if scorer.partition_of(customer_id) in owned_partitions(app, settings):
+                st = TableStore(customers).get(customer_id)
+                if st is None:
+                    return _json(self, {"error": f"no customer {customer_id!r}"}, 404)
+                body = scorer.engine.snapshot(st).to_dict()
+                body["events"] = st.events
+                body["pending_events"] = len(st.pending)
+                return _json(self, body)
+            if request.headers.get(_FORWARDED):
+                return _unavailable(self, "this worker does not own the customer's partition")
+            try:
+                status, body = await _forward(app, customers, customer_id, request)
+            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+                return _unavailable(self, f"the owning worker did not answer: {exc}")
+            return _json(self, body, status)
 
     @app.page("/at-risk")
     class AtRiskView(View):
         async def get(self, request: Any) -> Any:
+            if (denied := _denied(self, request, settings)) is not None:
+                return denied
             segment = request.query.get("segment") or None
             try:
                 limit = int(request.query.get("limit", "50"))
@@ -76,9 +102,8 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
                 return _json(self, {"error": "limit must be an integer"}, 400)
             if not 1 <= limit <= MAX_AT_RISK_LIMIT:
                 return _json(self, {"error": f"limit must be 1..{MAX_AT_RISK_LIMIT}"}, 400)
-            if app.rebalancing:
+            if app.rebalancing or app.in_recovery or not scorer.ready:
                 return _unavailable(self, "partitions are being reassigned")
-            await _ensure_assigned(app, scorer, customers)
             rows = _local_at_risk(scorer, segment)
             if request.query.get("local") != "1":
                 try:
@@ -91,6 +116,8 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
     @app.page("/events")
     class EventsView(View):
         async def post(self, request: Any) -> Any:
+            if (denied := _denied(self, request, settings)) is not None:
+                return denied
             if (request.content_length or 0) > MAX_BODY_BYTES:
                 return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
             raw = await request.content.read(MAX_BODY_BYTES + 1)
@@ -125,12 +152,37 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
                          content_type="application/json")
 
 
-async def _ensure_assigned(app: Any, scorer: Scorer, customers: Any) -> None:
-    """Index every partition this worker owns, even one with no event since assignment."""
-    changelog = customers.changelog_topic.get_topic_name()
-    for tp in sorted(app.assignor.assigned_actives()):
-        if tp.topic == changelog:
-            await scorer.processor(tp.partition)
+def owned_partitions(app: Any, settings: Settings) -> set[int]:
+    """Partitions this worker's consumer holds now (the input topics are co-partitioned)."""
+    first = settings.input_topics["logins"]
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == first}
+
+
+async def _forward(app: Any, customers: Any, customer_id: str, request: Any
+                   ) -> tuple[int, Any]:
+    """Ask the other workers; the one that holds the customer's partition answers.
+
+    Only the owner answers 200 or 404 (the others say 503), so this needs no
+    assignment metadata beyond the list of workers, which is what makes it
+    right during and just after a rebalance.
+    """
+    headers = {_FORWARDED: "1"}
+    if auth := request.headers.get("Authorization"):
+        headers["Authorization"] = auth
+    timeout = aiohttp.ClientTimeout(total=_PEER_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for host in _peers(app):
+            url = f"{host}/customers/{quote(customer_id, safe='')}"
+            async with session.get(url, headers=headers) as resp:
+                if resp.status in (200, 401, 404):
+                    return resp.status, await resp.json()
+    raise LookupError("no worker holds the customer's partition right now")
+
+
+def _peers(app: Any) -> list[str]:
+    """The other workers' base URLs, from the group's table metadata."""
+    me = str(app.conf.canonical_url).rstrip("/")
+    return sorted({str(h).rstrip("/") for h in app.router.tables_metadata()} - {me})
 
 
 def _local_at_risk(scorer: Scorer, segment: str | None) -> list[dict[str, Any]]:
@@ -142,8 +194,7 @@ def _local_at_risk(scorer: Scorer, segment: str | None) -> list[dict[str, Any]]:
 
 async def _peer_at_risk(app: Any, request: Any, segment: str | None) -> list[dict[str, Any]]:
     """Ask every other worker for its local at-risk customers."""
-    me = str(app.conf.canonical_url).rstrip("/")
-    hosts = {str(h).rstrip("/") for h in app.router.tables_metadata()} - {me}
+    hosts = _peers(app)
     if not hosts:
         return []
     params = {"local": "1", "limit": str(MAX_AT_RISK_LIMIT)}
@@ -154,7 +205,7 @@ async def _peer_at_risk(app: Any, request: Any, segment: str | None) -> list[dic
     auth = request.headers.get("Authorization")
     headers = {"Authorization": auth} if auth else {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        for host in sorted(hosts):
+        for host in hosts:
             async with session.get(f"{host}/at-risk", params=params, headers=headers) as resp:
                 resp.raise_for_status()
                 rows.extend((await resp.json())["customers"])

@@ -120,6 +120,8 @@ class EngineConfig:
     ``metric_windows_seconds``: tumbling event-time windows for rolling metrics.
     ``rolling_windows_days``: windows of that many days ending at every day
     boundary (WAU, MAU, 28-day churn).
+    ``include_comments``: survey comments are personal data; they are copied
+    into feedback alerts only when this is on.
     """
 
     profile: Profile = field(default_factory=Profile)
@@ -128,6 +130,7 @@ class EngineConfig:
     dedupe_ids: int = 16
     metric_windows_seconds: tuple[int, ...] = (3_600, 86_400)
     rolling_windows_days: tuple[int, ...] = (7, 28)
+    include_comments: bool = False
 
     def __post_init__(self) -> None:
         if any(d < 2 for d in self.rolling_windows_days):

@@ -46,8 +46,12 @@ def event_id_hash(event_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def event_row(event: Event, fingerprint: int) -> list[object]:
-    """The compact pending row ``[t, fingerprint, type code, a, b]`` of an event."""
+def event_row(event: Event, fingerprint: int, include_comments: bool = False) -> list[object]:
+    """The compact pending row ``[t, fingerprint, type code, a, b]`` of an event.
+
+    A survey comment is personal data: it is kept (as a sixth element) only
+    when ``include_comments`` is on.
+    """
     a: object = None
     b: object = None
     if event.type.startswith("ticket."):
@@ -55,6 +59,9 @@ def event_row(event: Event, fingerprint: int) -> list[object]:
         b = event.handle_seconds
     elif event.type == "survey.response":
         a, b = event.survey, event.score
+        if include_comments and event.comment:
+            return [event.occurred_at, fingerprint, signals.TYPE_CODE[event.type], a, b,
+                    event.comment]
     return [event.occurred_at, fingerprint, signals.TYPE_CODE[event.type], a, b]
 
 
@@ -103,7 +110,7 @@ class Engine:
         st.events += 1
         if event.segment is not None:
             st.segment = event.segment
-        bisect.insort(st.pending, event_row(event, fingerprint))
+        bisect.insort(st.pending, event_row(event, fingerprint, self.config.include_comments))
         if len(st.pending) > MAX_PENDING:
             # A flood with no watermark progress: settle the oldest early to stay bounded.
             self._settle_row(st, st.pending.pop(0), alerts, deltas)

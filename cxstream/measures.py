@@ -48,7 +48,7 @@ class _Out:
 
 def event_deltas(st: CustomerState, row: list[Any], cfg: EngineConfig) -> list[MetricDelta]:
     """Deltas for one settled event row; updates the state's metric bookkeeping."""
-    t, _fp, code, a, b = row
+    t, _fp, code, a, b = row[:5]
     kind = EVENT_TYPES[code]
     o = _Out(cfg, st.segment)
     if kind in ACTIVITY_TYPES:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from cxstream.alerts import Alert
 from cxstream.engine import Engine, event_id_hash
@@ -46,11 +47,24 @@ class StreamClock:
         self._caught_up: dict[str, bool] = {}
         self.watermark = floor
 
+    def to_dict(self) -> dict[str, Any]:
+        """The clock's state, to survive a restart (see ``from_dict``)."""
+        return {"w": self.watermark if self.watermark > -math.inf else None,
+                "t": {s: (t if t > -math.inf else None) for s, t in self._times.items()},
+                "c": self._caught_up}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], lateness_seconds: float) -> StreamClock:
+        clock = cls(lateness_seconds, d["w"] if d["w"] is not None else -math.inf)
+        clock._times = {s: (t if t is not None else -math.inf) for s, t in d["t"].items()}
+        clock._caught_up = dict(d["c"])
+        return clock
+
     def hold(self, source: str) -> None:
         """Hold the watermark until ``source`` delivers (it is known to have a backlog)."""
         if source not in self._times:
             self._times[source] = -math.inf
-            self._caught_up[source] = False
+        self._caught_up[source] = False
 
     def observe(self, source: str, occurred_at: float, caught_up: bool = False) -> float:
         """Note an event from ``source``; return the (monotonic) watermark.
@@ -96,34 +110,49 @@ class PartitionProcessor:
         self._scheduled: dict[str, float] = {}
 
     @classmethod
-    def restore(cls, engine: Engine, store: StateStore) -> PartitionProcessor:
-        """Rebuild the due heap and a safe watermark from stored states.
+    def restore(cls, engine: Engine, store: StateStore,
+                clock: StreamClock | None = None) -> PartitionProcessor:
+        """Rebuild the due heap from stored states, with the clock saved with them.
 
-        The watermark restarts at the highest point any customer was settled
-        to: never ahead of where it was, so no event becomes late by a restart.
+        Without a saved clock the watermark restarts at the highest point any
+        customer was settled to. Either way it is never ahead of where it was;
+        a saved clock also remembers which input was behind, so an input's
+        backlog stays on time after a restart.
         """
+        lateness = engine.config.allowed_lateness_seconds
         floor = -math.inf
-        proc = cls(engine, store, StreamClock(engine.config.allowed_lateness_seconds))
+        proc = cls(engine, store, clock or StreamClock(lateness))
         for st in store.values():
             if st.settled_at is not None and st.settled_at > floor:
                 floor = st.settled_at
             proc._schedule(st.customer_id, engine.due_at(st))
-        proc.clock.watermark = floor
+        if clock is None:
+            proc.clock.watermark = floor
         return proc
 
-    def process(self, event: Event, source: str = "input", caught_up: bool = False) -> Outcome:
-        """Apply one event, then sweep every customer due by the new watermark."""
+    def process(self, event: Event, source: str = "input", caught_up: bool = False,
+                position: int | None = None) -> Outcome:
+        """Apply one event, then sweep every customer due by the new watermark.
+
+        :param position: the message's offset in ``source``; a message at or
+            below the customer's last applied position is a redelivery.
+        """
         wm = self.clock.watermark
         state = self.store.get(event.customer_id)
         # A repeat is a repeat even when it is also old: redelivery after a restart
         # must have no effect, not land in the dead-letter topic.
-        if state is not None and event_id_hash(event.event_id) in state.recent_ids:
+        if state is not None and (
+            (position is not None and state.positions.get(source, -1) >= position)
+            or event_id_hash(event.event_id) in state.recent_ids
+        ):
             return Outcome(duplicate=True)
         if event.occurred_at < wm:
             return Outcome(late=True)
         decision = self.engine.apply(state, event, wm if wm > -math.inf else None)
         if decision.duplicate:
             return Outcome(duplicate=True)
+        if position is not None:
+            decision.state.positions[source] = position
         out = Outcome(decision.alerts, decision.metrics)
         self._note_health(decision.state, out.health)
         self.store.put(decision.state)

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     create_model,
     model_validator,
@@ -56,6 +57,17 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", min_length=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    api_token: SecretStr | None = None
+    include_comments: bool = False
     topic_prefix: str = Field("cx", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     topic_partitions: int = Field(4, ge=1, le=1024)
     app_id: str = Field("cxstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
@@ -74,6 +86,16 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _profiles_are_valid(self) -> Settings:
         self.engine_config()
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "kafka_sasl_username and kafka_sasl_password"
+            )
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
         return self
 
     @classmethod
@@ -128,6 +150,7 @@ class Settings(BaseModel):
             dedupe_ids=self.dedupe_ids,
             metric_windows_seconds=self.metric_windows_seconds,
             rolling_windows_days=self.rolling_windows_days,
+            include_comments=self.include_comments,
         )
 
     def topic(self, name: str) -> str:

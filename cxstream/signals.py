@@ -123,8 +123,8 @@ def _push_capped(times: list[float], t: float) -> None:
 
 
 def apply_event(st: CustomerState, row: list[Any]) -> None:
-    """Fold one settled event row ``[t, fingerprint, code, a, b]`` into the signal state."""
-    t, _fp, code, a, b = row
+    """Fold one settled event row ``[t, fingerprint, code, a, b(, comment)]`` into the state."""
+    t, _fp, code, a, b = row[:5]
     kind = _TYPE[code]
     if code in _ACTIVITY_CODES:
         _note_activity(st, t)
@@ -149,7 +149,10 @@ def apply_event(st: CustomerState, row: list[Any]) -> None:
         _apply_ticket(st, t, kind, a)
     elif kind == "survey.response":
         prev = st.feedback.get(a)
-        st.feedback[a] = [b, prev[0] if prev else None, t]
+        answer = [b, prev[0] if prev else None, t]
+        if len(row) > 5:
+            answer.append(row[5])
+        st.feedback[a] = answer
     elif kind == "subscription.cancelled":
         st.cancelled_at = t
     elif kind in ("subscription.trial_started", "subscription.converted",
@@ -312,7 +315,8 @@ def _drop_pct(recent: int, base28: int) -> float:
 
 def _feedback_risks(st: CustomerState) -> dict[str, float]:
     risks: dict[str, float] = {}
-    for name, (score, _prev, _at) in st.feedback.items():
+    for name, answer in st.feedback.items():
+        score = answer[0]
         if name == "nps":
             risks[name] = (10.0 - score) / 10.0
         elif name == "csat":
@@ -421,10 +425,10 @@ def _feedback_observation(st: CustomerState, prof: Profile) -> Observation:
     severity = "warning"
     nps = st.feedback.get("nps")
     if nps is not None:
-        score, prev, _ = nps
+        score, prev = nps[0], nps[1]
         if score <= prof.nps_detractor_max:
             reasons.append(Reason("nps_detractor", score, prof.nps_detractor_max,
-                                  f"NPS answer {score:g} (detractor)."))
+                                  f"NPS answer {score:g} (detractor).{_said(nps)}"))
             if score <= 3:
                 severity = "critical"
         if prev is not None and prev - score >= prof.score_fall_points:
@@ -433,12 +437,20 @@ def _feedback_observation(st: CustomerState, prof: Profile) -> Observation:
     csat = st.feedback.get("csat")
     if csat is not None and csat[0] <= prof.csat_low_max:
         reasons.append(Reason("csat_low", csat[0], prof.csat_low_max,
-                              f"CSAT answer {csat[0]:g} of 5."))
+                              f"CSAT answer {csat[0]:g} of 5.{_said(csat)}"))
     ces = st.feedback.get("ces")
     if ces is not None and ces[0] >= prof.ces_high_min:
         reasons.append(Reason("ces_high", ces[0], prof.ces_high_min,
-                              f"Customer effort {ces[0]:g} of 7 (high)."))
+                              f"Customer effort {ces[0]:g} of 7 (high).{_said(ces)}"))
     return Observation(bool(reasons), severity, tuple(reasons))
+
+
+def _said(answer: list[Any]) -> str:
+    """The customer's comment, only present when comments are enabled."""
+    if len(answer) > 3 and answer[3]:
+        text = str(answer[3])
+        return f' They wrote: "{text[:280]}"'
+    return ""
 
 
 def next_deadline(st: CustomerState, prof: Profile, after: float) -> float | None:

@@ -86,6 +86,9 @@ class CustomerState:
     cooldown: dict[str, float] = field(default_factory=dict)
     raises: list[float] = field(default_factory=list)
     published: list[Any] | None = None  # [rounded score, open kinds] last put on the health topic
+    # Highest input position (Kafka offset) applied per source: a redelivered
+    # message at or below it is a repeat, however old.
+    positions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for the changelogged table (the ring packed, one int a day)."""

@@ -113,7 +113,12 @@ def _parse_occurred_at(value: Any) -> datetime:
     return parsed
 
 
-Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+# No control characters: ids are Kafka keys and table keys, and the service keeps
+# its own records under NUL-prefixed keys.
+Id = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
 # A segment is a metric label and a key part: letters, digits and ._:- only, and
 # never "all", which names the total over every segment on the Prometheus gauge.
 Segment = Annotated[

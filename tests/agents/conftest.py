@@ -92,6 +92,7 @@ async def service(
 
     monkeypatch.setattr(svc.scorer, "probe", no_backlog)
     monkeypatch.setattr(svc.scorer, "highwater", lambda tp: None)
+    svc.scorer.ready = True  # no rebalance happens under test_context
     outputs = output_topics(svc)
     for topic in outputs.values():
         monkeypatch.setattr(topic, "send", AsyncMock())

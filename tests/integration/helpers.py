@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from pydantic import BaseModel, SecretStr
+
 from cxstream.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,11 +49,20 @@ def fresh_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a worker subprocess needs to run with ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
-    for name, value in settings.model_dump().items():
-        if name == "segments":
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None or name == "segments":
             continue
-        text = (orjson.dumps(value).decode() if isinstance(value, tuple | list | dict)
-                else str(value))
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, BaseModel):
+            text = orjson.dumps(value.model_dump()).decode()
+        elif isinstance(value, tuple | list | dict):
+            text = orjson.dumps(value).decode()
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
         env[f"CXSTREAM_{name.upper()}"] = text
     return env
 

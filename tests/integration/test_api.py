@@ -72,6 +72,12 @@ def _base(w: WorkerProcess) -> str:
     return f"http://127.0.0.1:{w.settings.web_port}"
 
 
+def _ok(answer: tuple[int, Any]) -> tuple[int, Any] | None:
+    """The answer unless it is a retryable 503 (partitions moving)."""
+    status, body = answer
+    return None if status == 503 and body.get("retryable") else answer
+
+
 def _until(check: Any, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,33 +93,42 @@ def test_lookups_answer_from_any_worker_and_match_the_contract(
 ) -> None:
     _settings, a, b = two_workers
 
-    def at_risk() -> Any:
-        status, body = call("GET", f"{_base(a)}/at-risk?limit=1000")
-        return body if status == 200 and body["total"] >= 3 else None
+    seen: list[Any] = []
 
-    listed = _until(at_risk)
-    assert listed, "no at-risk customers appeared"
+    def ids(worker: WorkerProcess) -> tuple[int, set[str], Any]:
+        status, body = call("GET", f"{_base(worker)}/at-risk?limit=1000")
+        seen.append((status, sorted(c["customer_id"] for c in body.get("customers", []))
+                     if isinstance(body, dict) else body))
+        if status != 200:
+            return status, set(), body
+        return status, {c["customer_id"] for c in body["customers"]}, body
+
+    def settled() -> Any:
+        # Both workers see the same complete list (each gathers the other's
+        # partitions) once the backlog is processed and the list stops changing.
+        sa, from_a, body = ids(a)
+        sb, from_b, _ = ids(b)
+        if 503 in (sa, sb):
+            return None
+        return body if sa == sb == 200 and len(from_a) >= 3 and from_a == from_b else None
+
+    listed = _until(settled, 90)
+    assert listed, f"workers never agreed on >= 3 at-risk customers; last: {seen[-4:]}"
     scores = [c["health_score"] for c in listed["customers"]]
     assert scores == sorted(scores)
     for row in listed["customers"]:
         HealthOut.model_validate(row)
         assert any(al["kind"] == "at_risk" for al in row["open_alerts"])
 
-    # Both workers see the same complete list: each gathers the other's partitions.
-    status, from_b = call("GET", f"{_base(b)}/at-risk?limit=1000")
-    assert status == 200
-    assert {c["customer_id"] for c in from_b["customers"]} == {
-        c["customer_id"] for c in listed["customers"]}
-
     # A lookup is answered by whichever worker is asked (routed to the owner).
     worst = listed["customers"][0]["customer_id"]
-    s1, one = call("GET", f"{_base(a)}/customers/{worst}")
-    s2, two = call("GET", f"{_base(b)}/customers/{worst}")
+    s1, one = _until(lambda: _ok(call("GET", f"{_base(a)}/customers/{worst}")), 30)
+    s2, two = _until(lambda: _ok(call("GET", f"{_base(b)}/customers/{worst}")), 30)
     assert s1 == s2 == 200
-    assert one["customer_id"] == worst and one["health_score"] == two["health_score"]
+    assert one["customer_id"] == two["customer_id"] == worst
     assert one["inputs"] and one["inputs"][0]["risk"] >= one["inputs"][-1]["risk"]
 
-    status, body = call("GET", f"{_base(a)}/customers/nobody-at-all")
+    status, body = _until(lambda: _ok(call("GET", f"{_base(a)}/customers/nobody-at-all")), 30)
     assert status == 404 and "nobody-at-all" in body["error"]
     status, body = call("GET", f"{_base(a)}/at-risk?limit=0")
     assert status == 400
@@ -152,7 +167,7 @@ def test_openapi_document_describes_every_route(
     assert set(doc["paths"]) == {"/customers/{customer_id}", "/at-risk", "/events", "/metrics",
                                  "/openapi.json"}
     # The Health schema in the document validates what the API returns.
-    status, listed = call("GET", f"{_base(a)}/at-risk?limit=5")
+    status, listed = _until(lambda: _ok(call("GET", f"{_base(a)}/at-risk?limit=5")), 60)
     health = {**doc["components"]["schemas"]["Health"],
               "$defs": doc["components"]["schemas"]}
     schema = json.loads(json.dumps(health).replace("#/components/schemas/", "#/$defs/"))

@@ -214,6 +214,8 @@ BAD_CASES = [
     ),
     pytest.param(raw("login", segment=""), "schema", ["segment:"], id="empty-segment"),
     pytest.param(raw("login", segment="*"), "schema", ["segment:"], id="star-segment"),
+    pytest.param(raw("login", customer_id="a\x00b"), "schema", ["customer_id:"],
+                 id="control-char-in-id"),
     pytest.param(raw("login", segment="a|b"), "schema", ["segment:"], id="pipe-segment"),
     pytest.param(raw("login", segment="All"), "schema", ["segment:", "reserved"],
                  id="reserved-segment"),
@@ -529,7 +531,7 @@ def _survey_event(common: dict[str, Any], survey: str) -> st.SearchStrategy[Even
 
 def events() -> st.SearchStrategy[Event]:
     """Any valid engine ``Event`` (event time at microsecond precision)."""
-    ids = _texts(128, min_size=1)
+    ids = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=128)
     common = {
         "event_id": ids,
         "customer_id": ids,
