@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	$(PYTEST) -q tests $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-rules
 
@@ -55,16 +55,46 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PYTEST) -q tests/integration $(PYTEST_ARGS)
 
-# Hook for Prometheus rules: checks and unit-tests them with promtool once
-# deploy/prometheus exists; a no-op before that.
-test-rules:
+# Prometheus config and rules: `promtool check config|rules` and the promtool unit
+# tests in deploy/prometheus/tests (installs Prometheus first if promtool is missing).
+test-rules: prometheus
 ifeq ($(wildcard deploy/prometheus),)
 	@echo "test-rules: no deploy/prometheus yet, nothing to test"
 else
-	@command -v $(PROMTOOL) >/dev/null || { echo "test-rules: $(PROMTOOL) not found (apt-get install prometheus)" >&2; exit 1; }
+	@command -v $(PROMTOOL) >/dev/null || { echo "test-rules: $(PROMTOOL) not found (make prometheus)" >&2; exit 1; }
+	$(if $(wildcard deploy/prometheus/prometheus.yml),$(PROMTOOL) check config deploy/prometheus/prometheus.yml)
 	$(if $(PROM_RULES),$(PROMTOOL) check rules $(PROM_RULES),@echo "test-rules: no rule files")
 	$(if $(PROM_TESTS),$(PROMTOOL) test rules $(PROM_TESTS),@echo "test-rules: no rule tests")
 endif
+
+# Debian's `prometheus` package: `prometheus` (the server the dashboard test runs)
+# and `promtool` (rule checks and tests). Only when promtool is missing; needs root
+# (or sudo). A policy-rc.d keeps the package from starting a server on :9090
+# (removed again unless it was already there); a service that started anyway is
+# stopped (and disabled under systemd).
+.PHONY: prometheus
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && exit 0; \
+	set -e; \
+	SUDO=; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	echo "prometheus: installing Debian's prometheus package (promtool, prometheus)"; \
+	start=$$(date +%s); \
+	own_policy=; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		printf '#!/bin/sh\nexit 101\n' | $$SUDO tee /usr/sbin/policy-rc.d >/dev/null; \
+		$$SUDO chmod 755 /usr/sbin/policy-rc.d; own_policy=1; \
+	fi; \
+	log=$$(mktemp); rc=0; \
+	{ $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold prometheus; \
+	} >"$$log" 2>&1 || rc=$$?; \
+	if [ -n "$$own_policy" ]; then $$SUDO rm -f /usr/sbin/policy-rc.d; fi; \
+	[ $$rc = 0 ] || { cat "$$log" >&2; rm -f "$$log"; echo "prometheus: apt-get failed ($$rc)" >&2; exit $$rc; }; \
+	rm -f "$$log"; \
+	if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; \
+	else $$SUDO service prometheus stop >/dev/null 2>&1 || true; fi; \
+	echo "prometheus: installed in $$(( $$(date +%s) - start ))s: $$(prometheus --version 2>&1 | head -n 1)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -133,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["export", "check"])
     p.set_defaults(func=cmd_schemas)
 
+    from cxstream.simcmd import add_evaluate_parser, add_simulate_parser
+
+    add_simulate_parser(sub)
+    add_evaluate_parser(sub)
+    try:
+        from cxstream.bench import add_bench_parser
+    except ImportError:  # pragma: no cover - bench lands separately
+        pass
+    else:
+        add_bench_parser(sub)
+
     p = sub.add_parser("demo", help="local Kafka + worker + event generator, alerts printed")
     p.add_argument("--customers", type=int, default=200)
     p.add_argument("--day-seconds", type=float, default=1.0,

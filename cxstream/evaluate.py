@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,8 @@ class AlertLike(Protocol):
 
     @property
     def customer_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
     @property
     def state(self) -> str: ...
     @property
@@ -173,8 +175,12 @@ def evaluate(
     horizon_days: float = 30.0,
     min_lead_days: float = 7.0,
     warmup_days: float = 0.0,
+    kinds: Collection[str] | None = None,
 ) -> Report:
-    """Precision, recall at ``min_lead_days``, lead time and volume of ``alerts`` (see module)."""
+    """Precision, recall at ``min_lead_days``, lead time and volume of ``alerts`` (see module).
+
+    :param kinds: score only alerts of these kinds (default: every kind).
+    """
     start, end = events_window
     p_start = start + warmup_days * DAY_SECONDS
     if not p_start < end:
@@ -188,6 +194,8 @@ def evaluate(
     raised = 0
     for a in alerts:
         if a.state != "raised" or not p_start <= a.decided_at <= end:
+            continue
+        if kinds is not None and a.kind not in kinds:
             continue
         raised += 1
         by_customer.setdefault(a.customer_id, []).append(a.decided_at)
@@ -268,44 +276,67 @@ def no_login_alerts(
     The stretch counts from the customer's last login, or from their first event of any
     kind if they never logged in (as the engine counts from first sight). Stretches
     still open at ``end`` (default: the last event time) are alerted if already long
-    enough. Events must come in event-time order per customer.
+    enough. A cancelled customer is not watched (nobody alerts CS about an account that
+    has left) until a new trial, conversion or renewal. Events must come in event-time
+    order per customer.
     """
     gap = days * DAY_SECONDS
     last: dict[str, float] = {}
+    gone: set[str] = set()  # cancelled customers
     out: list[RaisedAlert] = []
     latest = -math.inf
+
+    def close(cid: str, base: float, until: float) -> None:
+        if base + gap <= until:
+            out.append(RaisedAlert(cid, base + gap, "no_login"))
+
     for ev in events:
         t = ev.occurred_at
         if t > latest:
             latest = t
         cid = ev.customer_id
+        kind = ev.type
+        if kind == "subscription.cancelled":
+            base = last.pop(cid, None)
+            if base is not None:
+                close(cid, base, t)
+            gone.add(cid)
+            continue
+        if cid in gone:
+            if kind not in _BACK:
+                continue
+            gone.discard(cid)
         base = last.get(cid)
         if base is None:
             last[cid] = t
             continue
-        if ev.type != "login" or t <= base:
+        if kind != "login" or t <= base:
             continue
-        if t - base >= gap:
-            out.append(RaisedAlert(cid, base + gap, "no_login"))
+        close(cid, base, t)
         last[cid] = t
     stop = latest if end is None else end
     for cid, base in last.items():
-        if base + gap <= stop:
-            out.append(RaisedAlert(cid, base + gap, "no_login"))
+        close(cid, base, stop)
     out.sort(key=lambda a: (a.decided_at, a.customer_id))
     return out
+
+
+# Events that bring a cancelled customer back under watch.
+_BACK = frozenset({"subscription.trial_started", "subscription.converted",
+                   "subscription.renewed"})
 
 
 class _DropTracker:
     """Daily activity counts of the last 35 days and the episode flag of one customer."""
 
-    __slots__ = ("checked", "first_day", "history", "in_episode")
+    __slots__ = ("checked", "first_day", "gone", "history", "in_episode")
 
     def __init__(self, day: int) -> None:
         self.first_day = day
         self.checked = day - 1  # last day whose midnight check ran
         self.history: deque[list[int]] = deque()  # [day, count], oldest first
         self.in_episode = False
+        self.gone = False  # cancelled: not watched until a trial, conversion or renewal
 
 
 def activity_drop_alerts(
@@ -323,8 +354,9 @@ def activity_drop_alerts(
     time) once the customer has been seen for ``recent_days + prior_days`` days; the
     episode ends on the first check where the fall is ``drop`` or less. A drop needs a
     baseline: at least ``min_prior`` activities (one a week) in the prior window, or a
-    low-activity customer would alert on every quiet week. Events must come in
-    event-time order; checks run up to ``end`` (default: the last event time).
+    low-activity customer would alert on every quiet week. A cancelled customer is not
+    watched until a new trial, conversion or renewal. Events must come in event-time
+    order; checks run up to ``end`` (default: the last event time).
     """
     span = recent_days + prior_days
     trackers: dict[str, _DropTracker] = {}
@@ -347,7 +379,7 @@ def activity_drop_alerts(
                 else:
                     prior += n
             fell = prior >= min_prior and recent * prior_days < (1.0 - drop) * prior * recent_days
-            if fell and not tr.in_episode:
+            if fell and not tr.in_episode and not tr.gone:
                 out.append(RaisedAlert(cid, (day + 1) * DAY_SECONDS, "activity_drop"))
             tr.in_episode = fell
             day += 1
@@ -364,6 +396,10 @@ def activity_drop_alerts(
             tr = trackers[cid] = _DropTracker(day)
         if day - 1 > tr.checked:
             check_until(cid, tr, day - 1)
+        if ev.type == "subscription.cancelled":
+            tr.gone = True
+        elif ev.type in _BACK:
+            tr.gone = False
         if ev.type not in ("login", "email.opened"):
             continue
         hist = tr.history

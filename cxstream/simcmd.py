@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -170,6 +170,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--warmup-days", type=float, default=35.0,
                    help="history every rule gets before it is judged (default 35: the "
                         "28-day-drop rule needs 7 + 28 days)")
+    p.add_argument("--kinds", default=None,
+                   help="comma-separated alert kinds to score together (default: any kind, "
+                        "plus one row per kind)")
     p.set_defaults(func=run_evaluate)
     return p
 
@@ -270,24 +273,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.alerts is not None:
         engine_alerts: list[Any] = list(read_alerts(args.alerts))
-        engine_name = f"alerts ({args.alerts.name})"
+        engine_name = args.alerts.name
     else:
         from cxstream.replaycmd import replay_file
         from cxstream.settings import Settings
 
         settings = Settings.from_env(config_file=getattr(args, "config", None))
         engine_alerts = replay_file(settings, args.events).alerts
-        engine_name = "cxstream engine"
+        engine_name = "engine"
 
-    def score(alerts: Any) -> Report:
+    def score(alerts: Any, kinds: Collection[str] | None = None) -> Report:
         return evaluate(alerts, truth, window, len(truth), args.horizon_days,
-                        args.min_lead_days, args.warmup_days)
+                        args.min_lead_days, args.warmup_days, kinds)
 
-    reports = {
-        engine_name: score(engine_alerts),
-        "no login for 14 days": score(baseline_a),
-        "28-day activity drop > 50%": score(baseline_b),
-    }
+    kinds = sorted({a.kind for a in engine_alerts if a.state == "raised"})
+    wanted = [k for k in args.kinds.split(",") if k] if args.kinds else None
+    reports = {f"{engine_name}: {'+'.join(wanted) if wanted else 'any kind'}":
+               score(engine_alerts, wanted)}
+    if wanted is None and len(kinds) > 1:
+        for kind in kinds:
+            reports[f"{engine_name}: {kind}"] = score(engine_alerts, [kind])
+    reports["no login for 14 days"] = score(baseline_a)
+    reports["28-day activity drop > 50%"] = score(baseline_b)
     print(format_table(reports))
     if args.json_out is not None:
         doc = {

@@ -67,9 +67,9 @@ class SegmentProfile:
 DEFAULT_SEGMENTS: Final[tuple[SegmentProfile, ...]] = (
     SegmentProfile("starter", 0.60, (1, 3), 0.30, 0.45, 19.0, 1, 0.025, 0.5, 1.0, 0.35, 0.30,
                    0.55, False),
-    SegmentProfile("pro", 0.30, (3, 15), 0.40, 0.30, 39.0, 2, 0.012, 0.8, 0.7, 0.9, 0.45,
+    SegmentProfile("pro", 0.30, (3, 15), 0.40, 0.30, 39.0, 2, 0.012, 0.8, 0.5, 0.9, 0.45,
                    0.65, False),
-    SegmentProfile("enterprise", 0.10, (15, 60), 0.35, 0.15, 59.0, 3, 0.004, 1.5, 0.4, 3.0,
+    SegmentProfile("enterprise", 0.10, (15, 60), 0.35, 0.15, 59.0, 3, 0.004, 1.2, 0.25, 3.0,
                    0.9, 0.75, True),
 )
 
@@ -79,7 +79,7 @@ class SimConfig:
     """Everything the simulated population does, apart from its size, length and seed."""
 
     segments: tuple[SegmentProfile, ...] = DEFAULT_SEGMENTS
-    trial_share: float = 0.12  # of customers sign up (start a trial) during the run
+    trial_share: float = 0.08  # of customers sign up (start a trial) during the run
     trial_days: int = 14
     convert_if_activated: float = 0.80
     convert_if_fizzled: float = 0.12
@@ -87,9 +87,10 @@ class SimConfig:
     dark_per_month: float = 0.006  # stop using and stop paying, with no cancel event
     dormant_share: float = 0.03  # paying accounts that hardly use the product
     dormant_wakeups_per_year: float = 3.0
-    lulls_per_year: float = 2.0  # holidays, project pauses: weeks of near-silence
+    lulls_per_year: float = 1.0  # holidays, project pauses: weeks of near-silence
+    lull_days: tuple[int, int] = (7, 21)
     crisis_days: tuple[int, int] = (7, 24)
-    decay_days: tuple[int, int] = (21, 63)  # gradual disengagement before cancelling
+    decay_days: tuple[int, int] = (21, 56)  # gradual disengagement before cancelling
     survey_response_rate: float = 0.3
     nps_every_days: int = 90
 
@@ -245,7 +246,7 @@ class Simulation:
         lo, hi = prof.seats
         c.seats = min(hi, int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
         c.tz = _TIMEZONES[int(rnd() * len(_TIMEZONES))]
-        c.eng = min(4.0, rng.lognormvariate(0.0, 0.7))
+        c.eng = min(4.0, rng.lognormvariate(0.0, 0.6))
         c.open_p = _clamp(0.22 * c.eng**0.4 * rng.lognormvariate(0.0, 0.4), 0.01, 0.9)
         c.sat_base = _clamp(rng.gauss(0.75, 0.12), 0.1, 0.98)
         c.sat = _clamp(c.sat_base + rng.gauss(0.0, 0.05), 0.0, 1.0)
@@ -270,18 +271,18 @@ class Simulation:
         lo_d, hi_d = cfg.decay_days
         p_decay = prof.churn_per_month / 30.0 * cfg.gradual_share * (lo_d + hi_d) / 2.0
         p_dark = 0.02
-        p_lull = cfg.lulls_per_year / 365.0 * 17.5
+        p_lull = cfg.lulls_per_year / 365.0 * sum(cfg.lull_days) / 2.0
         if u < p_decay:
             c.phase, c.fate = _DECAY, _GRADUAL
             c.span = rng.randint(lo_d, hi_d)
             c.since = -rng.randint(0, c.span - 1)
-            tail = 0 if rnd() < 0.5 else rng.randint(1, 30)
-            c.cancel_day = max(c.since + c.span + tail, rng.randint(0, 3))
+            stop = c.since + c.span
+            c.cancel_day = max(stop + self._tail(c, prof, stop, 29), rng.randint(0, 3))
         elif u < p_decay + p_dark:
             c.phase, c.fate = _DARK, _WENT_DARK
             c.since = -rng.randint(21, 200)
         elif u < p_decay + p_dark + p_lull:
-            c.lull_until = rng.randint(1, 28)
+            c.lull_until = rng.randint(1, cfg.lull_days[1])
         return c
 
     # -- output -------------------------------------------------------------------------
@@ -295,11 +296,11 @@ class Simulation:
         return next(self._iter)
 
     def truth(self) -> Iterator[dict[str, Any]]:
-        """One row per customer: ``customer_id``, ``churned``, ``churned_at``, ``segment``, ``fate``.
+        """One truth row per customer: ``customer_id``, ``churned``, ``churned_at``, extras.
 
         ``churned`` means a ``subscription.cancelled`` within the run (``churned_at`` is its
-        event time); ``fate`` says which path the customer was on (a ``gradual`` customer
-        with ``churned`` false was still disengaging when the run ended).
+        event time). The extras: ``segment``, and ``fate``, the path the customer was on
+        (a ``gradual`` customer with ``churned`` false was still disengaging at the end).
         """
         if not self._finished:
             raise RuntimeError("the truth is known only after every event has been consumed")
@@ -323,13 +324,14 @@ class Simulation:
             day_start = self.start + d * DAY_SECONDS
             when = datetime.fromtimestamp(day_start, tz=UTC)
             holiday = (when.month == 12 and when.day >= 22) or (when.month == 1 and when.day <= 2)
+            weekday = when.weekday()
             self._day = d
             self._today = self._future.pop(d, [])
             step = self._customer_day
             for i, c in enumerate(customers):
                 if c.phase == _PENDING and c.since != d:
                     continue
-                step(i, c, d, day_start, when.weekday(), when.day, holiday)
+                step(i, c, d, day_start, weekday, when.day, holiday)
             rows = self._today
             self._today = []
             rows.sort()
@@ -420,8 +422,8 @@ class Simulation:
             m = 0.04 if c.flags & _DORMANT else 1.0
             mo = 0.3 if c.flags & _DORMANT else 1.0
             if d < c.lull_until:
-                m *= 0.08
-                mo *= 0.4
+                m *= 0.15
+                mo *= 0.5
         elif phase == _TRIAL:
             if c.flags & _ACTIVATES:
                 m = min(1.3, 0.7 + 0.06 * age)
@@ -432,7 +434,7 @@ class Simulation:
             if age >= c.span:  # disengaged; the cancellation is still to come
                 m, mo = 0.0, 0.04
             else:
-                m = math.exp(-3.0 * age / c.span)
+                m = math.exp(-4.0 * age / c.span)
                 mo = m**0.5
         else:  # dark: fades out over three weeks and stays gone
             m = math.exp(-age / 5.0) if age < 21 else 0.0
@@ -453,7 +455,7 @@ class Simulation:
                 # The crisis ends today; an unhappy customer may now start leaving.
                 p = prof.crisis_churn_factor * _clamp(0.05 + 1.2 * (0.7 - s), 0.02, 0.8)
                 if rnd() < p:
-                    self._start_decay(c, d, _CRISIS, (10, 35), 10)
+                    self._start_decay(c, prof, d, _CRISIS, (10, 35), 10)
             elif not in_crisis:
                 h_cancel = (prof.churn_per_month / 30.0 * math.exp(4.0 * (0.75 - s))
                             / _SAT_HAZARD_NORM)
@@ -468,7 +470,7 @@ class Simulation:
                 u = rnd()
                 if u < h_cancel:
                     if rnd() < cfg.gradual_share:
-                        self._start_decay(c, d, _GRADUAL, cfg.decay_days, 30)
+                        self._start_decay(c, prof, d, _GRADUAL, cfg.decay_days, 29)
                     else:
                         c.fate = _SUDDEN
                         c.cancel_day = d + rng.randint(1, 4)
@@ -478,7 +480,7 @@ class Simulation:
                     c.crisis_until = d + rng.randint(*cfg.crisis_days)
                     in_crisis = True
                 elif u < (edge := edge + h_lull):
-                    c.lull_until = d + rng.randint(7, 28)
+                    c.lull_until = d + rng.randint(*cfg.lull_days)
                 elif u < edge + h_wake:
                     c.flags &= ~_DORMANT
 
@@ -541,14 +543,19 @@ class Simulation:
         if cancel_at != math.inf:
             c.phase = _GONE
 
-    def _start_decay(self, c: _Customer, d: int, fate: int, days: tuple[int, int],
-                     max_tail: int) -> None:
-        rng = self._rng
+    def _start_decay(self, c: _Customer, prof: SegmentProfile, d: int, fate: int,
+                     days: tuple[int, int], max_tail: int) -> None:
         c.phase, c.fate, c.since = _DECAY, fate, d
-        c.span = rng.randint(*days)
-        # Half cancel as soon as they have stopped; the others only when they notice the bill.
-        tail = 0 if rng.random() < 0.5 else rng.randint(1, max_tail)
-        c.cancel_day = d + c.span + tail
+        c.span = self._rng.randint(*days)
+        stop = d + c.span
+        c.cancel_day = stop + self._tail(c, prof, stop, max_tail)
+
+    def _tail(self, c: _Customer, prof: SegmentProfile, stop: int, max_tail: int) -> int:
+        """Days between having stopped and cancelling: most cancel before the next monthly
+        renewal (when the bill reminds them), capped at ``max_tail``."""
+        if prof.annual:
+            return self._rng.randint(0, max_tail)
+        return min(max_tail, (c.renew - stop) % 30)
 
     def _business_time(self, c: _Customer, day_start: float) -> float:
         hour = 9.0 + 8.0 * self._rng.random()
