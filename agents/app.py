@@ -15,17 +15,16 @@ import faust
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
+from cxstream.agents.backlog import BacklogProbe
+from cxstream.agents.partitioning import partitioner_for
+from cxstream.agents.scoring import Scorer
+from cxstream.agents.security import faust_credentials, kafka_options
+from cxstream.agents.sensors import ServiceMetrics
+from cxstream.agents.tables import AccumulatorTable
+from cxstream.agents.web import install_routes, owned_partitions
 from cxstream.engine import Engine
 from cxstream.metrics import MetricBook, MetricDelta, MetricUpdate
 from cxstream.settings import Settings
-
-from .backlog import BacklogProbe
-from .partitioning import partitioner_for
-from .security import faust_credentials, kafka_options
-from .scoring import Scorer
-from .sensors import ServiceMetrics
-from .tables import AccumulatorTable
-from .web import install_routes, owned_partitions
 
 __all__ = ["Service", "create_app"]
 
@@ -82,7 +81,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         table_cleanup_interval=3600.0,
     )
     metrics = ServiceMetrics(registry)
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(*settings.input_topics.values(), key_type=bytes, value_type=bytes,
                              **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
@@ -116,15 +115,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         probe,
     )
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(sender: Any, revoked: Any, **kwargs: Any) -> None:
         scorer.forget()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _forget_on_assign(sender: Any, assigned: Any, **kwargs: Any) -> None:
         scorer.forget()
 
-    @app.on_rebalance_complete.connect
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _index_owned_partitions(sender: Any, **kwargs: Any) -> None:
         """Tables are recovered: index every owned partition, events or not."""
         for partition in sorted(owned_partitions(app, settings)):

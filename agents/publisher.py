@@ -16,13 +16,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
+from cxstream.agents.ingest import decode
+from cxstream.agents.security import kafka_options
+from cxstream.agents.topics import ensure_topics
 from cxstream.errors import CxStreamError, InvalidEvent
 from cxstream.events import FAMILY_OF
 from cxstream.settings import Settings
-
-from .ingest import decode
-from .security import kafka_options
-from .topics import ensure_topics
 
 __all__ = ["EventPublisher", "publish_file"]
 
@@ -91,7 +90,8 @@ async def publish_lines(settings: Settings, lines: Iterable[bytes],
     return sent, invalid
 
 
-async def publish_file(settings: Settings, path: Path, rate: float | None = None) -> tuple[int, int]:
+async def publish_file(settings: Settings, path: Path,
+                       rate: float | None = None) -> tuple[int, int]:
     """Publish a JSON Lines file; returns (sent, invalid)."""
     with path.open("rb") as fh:
         return await publish_lines(settings, fh, rate)

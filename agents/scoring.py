@@ -15,17 +15,16 @@ from typing import Any
 
 import orjson
 
+from cxstream.agents.ingest import dead_letter, decode
+from cxstream.agents.sensors import ServiceMetrics
+from cxstream.agents.tables import TableStore
 from cxstream.alerts import rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
-from cxstream.metrics import MetricDelta
 from cxstream.events import Event
+from cxstream.metrics import MetricDelta
 from cxstream.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.scoring import HealthSnapshot
-
-from .ingest import decode, dead_letter
-from .sensors import ServiceMetrics
-from .tables import TableStore
 
 __all__ = ["CLOCK_SAVE_EVERY", "POISON_ATTEMPTS", "Scorer", "clock_key", "route_deltas"]
 

@@ -47,10 +47,12 @@ class ServiceMetrics:
             registry=registry,
         )
         self.watermark = Gauge(
-            f"{prefix}_watermark_seconds", "Highest event-time watermark over this worker's partitions.",
+            f"{prefix}_watermark_seconds",
+            "Highest event-time watermark over this worker's partitions.",
             registry=registry,
         )
         self.metric_value = Gauge(
-            f"{prefix}_cx_metric", "Latest value of a rolling CX metric, by metric, segment and window.",
+            f"{prefix}_cx_metric",
+            "Latest value of a rolling CX metric, by metric, segment and window.",
             ["metric", "segment", "window"], registry=registry,
         )

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from cxstream.agents.security import kafka_options
 from cxstream.settings import Settings
-
-from .security import kafka_options
 
 __all__ = ["format_alert", "tail_alerts"]
 
 _MARK = {"raised": "!", "escalated": "!!", "resolved": "ok"}
 
 
-def format_alert(alert: dict[str, object]) -> str:
+def format_alert(alert: dict[str, Any]) -> str:
     """One line per alert transition: when, who, what, why."""
     reasons = alert.get("reasons") or []
     why = "; ".join(str(r.get("message")) for r in reasons if isinstance(r, dict))

@@ -15,10 +15,9 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from cxstream.agents.security import kafka_options
 from cxstream.errors import ConfigError
 from cxstream.settings import Settings
-
-from .security import kafka_options
 
 __all__ = ["ensure_topics", "topic_specs"]
 

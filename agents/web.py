@@ -15,23 +15,21 @@ unreachable) is a ``503`` with ``Retry-After``: clients retry, nothing guesses.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from faust.web import View
 
+from cxstream.agents.openapi import openapi_document
+from cxstream.agents.scoring import Scorer
+from cxstream.agents.tables import TableStore
 from cxstream.errors import InvalidEvent
 from cxstream.events import FAMILY_OF
 from cxstream.schemas.events import validate_event_obj
 from cxstream.settings import Settings
-
-from .openapi import openapi_document
-from .scoring import Scorer
-from .tables import TableStore
 
 __all__ = ["MAX_BATCH_EVENTS", "MAX_BODY_BYTES", "install_routes", "owned_partitions"]
 
@@ -86,7 +84,7 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
                 return _unavailable(self, "this worker does not own the customer's partition")
             try:
                 status, body = await _forward(app, customers, customer_id, request)
-            except (aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+            except (TimeoutError, aiohttp.ClientError, LookupError) as exc:
                 return _unavailable(self, f"the owning worker did not answer: {exc}")
             return _json(self, body, status)
 
@@ -108,7 +106,7 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
             if request.query.get("local") != "1":
                 try:
                     rows += await _peer_at_risk(app, request, segment)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     return _unavailable(self, f"another worker did not answer: {exc}")
             rows.sort(key=lambda r: (r["health_score"], r["customer_id"]))
             return _json(self, {"customers": rows[:limit], "total": len(rows)})

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cxstream.errors import CxStreamError
 from cxstream.settings import Settings
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -88,10 +91,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args), customers=args.customers, day_seconds=args.day_seconds)
 
 
-def _run(coro: object) -> object:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
 
-    return asyncio.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)
 
 
 def build_parser() -> argparse.ArgumentParser:

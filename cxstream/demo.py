@@ -18,7 +18,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 from cxstream.broker import BrokerConfig, status, up
 from cxstream.errors import CxStreamError
 from cxstream.generator import generate_days, make_customers

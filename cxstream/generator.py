@@ -32,7 +32,8 @@ class DemoCustomer:
     cancels_on_day: int | None
 
 
-def make_customers(n: int, days: int, seed: int = 7, silent_share: float = 0.1) -> list[DemoCustomer]:
+def make_customers(n: int, days: int, seed: int = 7,
+                   silent_share: float = 0.1) -> list[DemoCustomer]:
     """``n`` customers; about ``silent_share`` of them go silent part-way through."""
     rng = random.Random(seed)
     out = []
@@ -63,7 +64,8 @@ def generate_days(
         base = start + day * DAY_SECONDS
         todays: list[Event] = []
 
-        def add(c: DemoCustomer, type_: str, offset: float, **extra: object) -> None:
+        def add(c: DemoCustomer, type_: str, offset: float, todays: list[Event] = todays,
+                base: float = base, **extra: object) -> None:
             nonlocal seq
             seq += 1
             todays.append(
@@ -85,7 +87,8 @@ def generate_days(
                     add(c, "email.opened", sent_at + rng.uniform(60, DAY_SECONDS / 2),
                         message_id=msg, campaign="weekly")
             if not silent and rng.random() < 0.03:
-                add(c, "ticket.opened", rng.uniform(0, DAY_SECONDS), ticket_id=f"t-{c.customer_id}-{day}")
+                add(c, "ticket.opened", rng.uniform(0, DAY_SECONDS),
+                    ticket_id=f"t-{c.customer_id}-{day}")
             if c.cancels_on_day == day:
                 add(c, "subscription.cancelled", rng.uniform(0, DAY_SECONDS), plan=c.segment)
         todays.sort(key=lambda e: (e.occurred_at, e.event_id))

@@ -160,7 +160,8 @@ class Quantiles:
 
     def outputs(self, acc: Any) -> list[Output]:
         if acc.is_empty():
-            return [(f"{self.prefix}_p50_seconds", None, 0), (f"{self.prefix}_p90_seconds", None, 0)]
+            return [(f"{self.prefix}_p50_seconds", None, 0),
+                    (f"{self.prefix}_p90_seconds", None, 0)]
         n = int(acc.n)
         return [(f"{self.prefix}_p50_seconds", float(acc.get_quantile(0.5)), n),
                 (f"{self.prefix}_p90_seconds", float(acc.get_quantile(0.9)), n)]

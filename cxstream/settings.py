@@ -13,8 +13,8 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import fields as dataclass_fields
+from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 from pydantic import (
@@ -106,7 +106,8 @@ class Settings(BaseModel):
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         origin: dict[str, str] = {}
-        path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+        from_env = env.get(ENV_PREFIX + "CONFIG")
+        path = config_file or (Path(from_env) if from_env else None)
         if path is not None:
             try:
                 values.update(tomllib.loads(path.read_text()))
@@ -131,7 +132,7 @@ class Settings(BaseModel):
 
     def engine_config(self) -> EngineConfig:
         """The engine's view of these settings (raises ValueError naming a bad knob)."""
-        base = dict(self.profile)  # type: ignore[call-overload]
+        base: dict[str, Any] = dict(self.profile)  # type: ignore[call-overload]
         try:
             default = Profile(**base)
         except ValueError as exc:

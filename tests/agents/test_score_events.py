@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from cxstream.agents.app import Service
-from cxstream.metrics import MetricDelta
 from cxstream.alerts import alert_id, rfc3339
 from cxstream.config import DAY_SECONDS
 from cxstream.engine import Engine
 from cxstream.events import Event
+from cxstream.metrics import MetricDelta
 from cxstream.replay import Replayer
 from cxstream.schemas.events import MAX_EVENT_BYTES, event_to_json
 from cxstream.schemas.export import DEFAULT_DIR

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from pydantic import BaseModel, SecretStr
 
 from cxstream.settings import Settings

@@ -20,7 +20,7 @@ from cxstream.schemas.events import event_to_json
 from cxstream.schemas.outputs import HealthOut
 from cxstream.settings import Settings
 
-from .helpers import WorkerProcess, fresh_settings, free_port, run
+from .helpers import WorkerProcess, free_port, fresh_settings, run
 
 pytestmark = pytest.mark.integration
 

@@ -197,8 +197,8 @@ def test_replay_and_worker_agree_on_alerts_and_metrics(
 ) -> None:
     settings = full_settings
     replayed = replay_file(settings, story_file)
-    want_alerts = sorted((orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)
-                          for a in replayed.alerts))
+    want_alerts = sorted(orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)
+                          for a in replayed.alerts)
     want_metrics = {_metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()}
     assert len(want_alerts) > len(expected_alerts()) and want_metrics
 
