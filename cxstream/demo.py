@@ -1,8 +1,9 @@
 """``cxstream demo``: the whole service on this machine, alerts printed as they arrive.
 
-Starts the local broker (if it is not up), a worker in a subprocess, and an
-event generator that runs one simulated day per ``day_seconds`` of wall time,
-so silent customers cross the 14-day inactivity line within the first minute.
+Starts the local broker (if it is not up), a worker in a subprocess, and the
+simulator (``cxstream.simulator``) paced to one simulated day per
+``day_seconds`` of wall time, so disengaging customers cross their
+inactivity lines within the first minute.
 Each run uses fresh topics and state. Ctrl-C stops everything it started.
 """
 
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from cxstream.broker import BrokerConfig, status, up
 from cxstream.errors import CxStreamError
-from cxstream.generator import generate_days, make_customers
 from cxstream.settings import Settings
 
 __all__ = ["run_demo"]
@@ -28,6 +28,10 @@ __all__ = ["run_demo"]
 
 def run_demo(settings: Settings, customers: int = 200, day_seconds: float = 1.0) -> int:
     """Run until Ctrl-C; returns the exit code."""
+    import logging
+
+    # aiokafka's transient start-up warnings (coordinator not ready yet) are noise here.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     broker_cfg = BrokerConfig.from_env()
     was_running = status(broker_cfg).running
     print(f"* Kafka: {'already running' if was_running else 'starting'} at {broker_cfg.bootstrap}",
@@ -95,19 +99,23 @@ async def _generate_and_tail(settings: Settings, customers: int, day_seconds: fl
     from cxstream.agents.publisher import EventPublisher
     from cxstream.agents.tail import tail_alerts
     from cxstream.schemas.events import event_to_json
+    from cxstream.simulator import simulate
 
-    days = 120
-    people = make_customers(customers, days)
-    start = time.time() - days * 86_400.0
+    days = 180
+    start = float(int(time.time() // 86_400 - days) * 86_400)
     tail = asyncio.create_task(tail_alerts(settings, from_beginning=True))
     try:
         async with EventPublisher(settings) as pub:
-            for todays in generate_days(people, days, start):
-                began = time.monotonic()
-                for ev in todays:
-                    await pub.send(event_to_json(ev))
-                await pub.flush()
-                await asyncio.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
+            day_end = start + 86_400.0
+            began = time.monotonic()
+            for event in simulate(customers, days, seed=7, start=start):
+                while event.occurred_at >= day_end:  # pace: one simulated day per day_seconds
+                    await pub.flush()
+                    await asyncio.sleep(max(0.0, day_seconds - (time.monotonic() - began)))
+                    began = time.monotonic()
+                    day_end += 86_400.0
+                await pub.send(event_to_json(event))
+            await pub.flush()
         await tail
     finally:
         tail.cancel()

@@ -179,7 +179,7 @@ def _note_activity(st: CustomerState, t: float) -> None:
 
 def _apply_ticket(st: CustomerState, t: float, kind: str, ticket_id: str) -> None:
     st.ticket_events += 1
-    if kind in ("ticket.opened", "ticket.reopened", "ticket.replied"):
+    if kind in ("ticket.opened", "ticket.reopened"):  # the customer's contacts, not agent replies
         _ring_add(st, t, _TICKET)
     if kind == "ticket.opened":
         if st.last_resolved_at is not None and t - st.last_resolved_at <= 3 * DAY_SECONDS:
