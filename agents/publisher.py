@@ -8,13 +8,15 @@ not sent (the worker would only dead-letter them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaError
 
 from cxstream.agents.ingest import decode
 from cxstream.agents.security import kafka_options
@@ -24,6 +26,37 @@ from cxstream.events import FAMILY_OF
 from cxstream.settings import Settings
 
 __all__ = ["EventPublisher", "publish_file"]
+
+
+@contextlib.contextmanager
+def _kafka_errors() -> Iterator[list[str]]:
+    """Collect aiokafka's logged errors: it logs why a connection failed (e.g. a SASL
+    authentication failure) but raises only a generic bootstrap error."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.ERROR)
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+def _unreachable(settings: Settings, exc: Exception, logged: list[str]) -> str:
+    auth = next((m for m in logged if "Authentication" in m or "SaslAuth" in m), None)
+    if auth is not None:
+        return (f"Kafka at {settings.kafka_bootstrap} refused authentication for "
+                f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): {auth}")
+    tls = next((m for m in logged if "CERTIFICATE_VERIFY_FAILED" in m or "SSL" in m), None)
+    if tls is not None:
+        return f"TLS to Kafka at {settings.kafka_bootstrap} failed: {tls}"
+    return (f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc} "
+            "(is the broker up? `cxstream broker up`)")
 
 
 class EventPublisher:
@@ -42,14 +75,14 @@ class EventPublisher:
         )
 
     async def __aenter__(self) -> EventPublisher:
-        try:
-            await ensure_topics(self.settings)
-            await self.producer.start()
-        except KafkaConnectionError as exc:
-            raise CxStreamError(
-                f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc} "
-                "(is the broker up? `cxstream broker up`)"
-            ) from exc
+        with _kafka_errors() as logged:
+            try:
+                await ensure_topics(self.settings)
+                await self.producer.start()
+            except KafkaError as exc:
+                with contextlib.suppress(Exception):
+                    await self.producer.stop()
+                raise CxStreamError(_unreachable(self.settings, exc, logged)) from exc
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -8,6 +8,13 @@ detached and returns only once the broker answers a Kafka ApiVersions request an
 its log says "Kafka Server started". It owns exactly one process, the one in its
 pid file, and only ever signals a process whose command line is ``kafka.Kafka``
 with this home's ``server.properties``. Standard library only.
+
+Optionally (``BrokerConfig.sasl_ssl``) the broker also serves clients on a second
+listener, ``SASL_SSL://127.0.0.1:<port>``: TLS with a PKCS12 keystore the caller
+provides, and SASL/SCRAM users that are written into the cluster metadata when the
+data directory is formatted (``StorageTool format --add-scram``). The PLAINTEXT
+listener stays (inter-broker traffic, the readiness probe); the controller listener
+is unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from cxstream.errors import BrokerError, ConfigError
 __all__ = [
     "BrokerConfig",
     "BrokerStatus",
+    "SaslSsl",
     "down",
     "fetch",
     "main_broker",
@@ -62,12 +70,71 @@ _API_VERSIONS_KEY = 18
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+# Characters the ``--add-scram`` syntax ('MECH=[name=x,password=y]') or a
+# properties file would misread; rejected rather than escaped.
+_SCRAM_FORBIDDEN = set(',[]"=\\') | {" ", "\t", "\n", "\r"}
+
+
+@dataclass(frozen=True, slots=True)
+class SaslSsl:
+    """A ``SASL_SSL`` client listener: TLS from a keystore, SCRAM users set at format time.
+
+    ``users`` are ``(name, password)`` pairs; they are added to the cluster metadata
+    only when the data directory is first formatted, so a changed user list needs a
+    ``reset()`` (a broker with SCRAM users wants its own home). ``keystore`` holds
+    the broker's certificate and key (PKCS12 by default); it must be valid for
+    127.0.0.1, the advertised host.
+    """
+
+    port: int
+    keystore: Path
+    keystore_password: str
+    users: tuple[tuple[str, str], ...]
+    keystore_type: str = "PKCS12"
+    mechanism: str = "SCRAM-SHA-256"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keystore", Path(self.keystore).expanduser().resolve())
+        object.__setattr__(self, "users", tuple((str(u), str(p)) for u, p in self.users))
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"sasl_ssl port must be in 1..65535, got {self.port}")
+        if self.mechanism not in _SCRAM_MECHANISMS:
+            raise ConfigError(
+                f"sasl_ssl mechanism must be one of {', '.join(_SCRAM_MECHANISMS)}, "
+                f"got {self.mechanism!r}"
+            )
+        if not self.users:
+            raise ConfigError("sasl_ssl needs at least one SCRAM user (name, password)")
+        for name, password in self.users:
+            for what, value in (("user name", name), ("password", password)):
+                if not value or set(value) & _SCRAM_FORBIDDEN:
+                    raise ConfigError(
+                        f"sasl_ssl {what} for user {name!r} is empty or contains one of "
+                        "',[]\"=\\' or whitespace"
+                    )
+        if not self.keystore_password or set(self.keystore_password) & {"\\", "\n", "\r"}:
+            raise ConfigError("sasl_ssl keystore_password is empty or contains '\\' or a newline")
+        if not self.keystore_type.strip():
+            raise ConfigError("sasl_ssl keystore_type is empty")
+
+    def __repr__(self) -> str:
+        # Never print passwords (tracebacks, logs, pytest assertion output).
+        names = ", ".join(name for name, _ in self.users)
+        return (
+            f"SaslSsl(port={self.port}, keystore={str(self.keystore)!r}, "
+            f"keystore_type={self.keystore_type!r}, mechanism={self.mechanism!r}, "
+            f"users=[{names}], passwords=***)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Where the local broker lives and which loopback ports it listens on.
 
     ``home`` is made absolute at construction, so a later ``chdir`` does not move it.
     ``libs_dir`` overrides ``<home>/kafka/libs`` (tests share one Maven download).
+    ``sasl_ssl`` adds a SCRAM-over-TLS client listener (see ``SaslSsl``).
     """
 
     home: Path = Path(".cxstream")
@@ -76,6 +143,7 @@ class BrokerConfig:
     kafka_version: str = "3.9.1"
     heap: str = "512m"
     libs_dir: Path | None = None
+    sasl_ssl: SaslSsl | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
@@ -87,6 +155,10 @@ class BrokerConfig:
                 raise ConfigError(f"broker {name} must be in 1..65535, got {value}")
         if self.port == self.controller_port:
             raise ConfigError(f"broker port and controller_port are both {self.port}")
+        if self.sasl_ssl is not None and self.sasl_ssl.port in (self.port, self.controller_port):
+            raise ConfigError(
+                f"sasl_ssl port {self.sasl_ssl.port} clashes with the broker's other ports"
+            )
         if not self.kafka_version.strip():
             raise ConfigError("kafka_version is empty")
 
@@ -125,6 +197,17 @@ class BrokerConfig:
     def bootstrap(self) -> str:
         """The address clients connect to, e.g. ``127.0.0.1:19092``."""
         return f"{_HOST}:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str | None:
+        """The SASL_SSL address, e.g. ``127.0.0.1:19094``; None without ``sasl_ssl``."""
+        return None if self.sasl_ssl is None else f"{_HOST}:{self.sasl_ssl.port}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port the broker listens on."""
+        extra = () if self.sasl_ssl is None else (self.sasl_ssl.port,)
+        return (self.port, self.controller_port, *extra)
 
     @property
     def kafka_dir(self) -> Path:
@@ -313,8 +396,36 @@ def _server_properties(cfg: BrokerConfig) -> str:
         "background.threads": "2",
         "num.recovery.threads.per.data.dir": "1",
     }
+    if cfg.sasl_ssl is not None:
+        settings.update(_sasl_ssl_properties(cfg, cfg.sasl_ssl))
     body = "\n".join(f"{k}={v}" for k, v in settings.items())
     return f"# Written by cxstream.broker.up(); edits are overwritten.\n{body}\n"
+
+
+def _sasl_ssl_properties(cfg: BrokerConfig, sec: SaslSsl) -> dict[str, str]:
+    """The extra client listener; inter-broker and controller traffic stay PLAINTEXT."""
+    mech = sec.mechanism.lower()
+    prefix = "listener.name.sasl_ssl."
+    return {
+        "listeners": (
+            f"PLAINTEXT://{_HOST}:{cfg.port},SASL_SSL://{_HOST}:{sec.port},"
+            f"CONTROLLER://{_HOST}:{cfg.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{_HOST}:{cfg.port},SASL_SSL://{_HOST}:{sec.port}",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+        ),
+        "sasl.enabled.mechanisms": sec.mechanism,
+        f"{prefix}sasl.enabled.mechanisms": sec.mechanism,
+        # The broker only verifies SCRAM logins against the metadata; it logs in nowhere.
+        f"{prefix}{mech}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        f"{prefix}ssl.keystore.location": str(sec.keystore),
+        f"{prefix}ssl.keystore.password": sec.keystore_password,
+        f"{prefix}ssl.keystore.type": sec.keystore_type,
+        f"{prefix}ssl.client.auth": "none",
+    }
 
 
 def _log4j_properties() -> str:
@@ -586,6 +697,9 @@ def _format(cfg: BrokerConfig, java: str) -> None:
         "-c",
         str(cfg.properties_path),
     ]
+    if cfg.sasl_ssl is not None:
+        for name, password in cfg.sasl_ssl.users:
+            cmd += ["--add-scram", f"{cfg.sasl_ssl.mechanism}=[name={name},password={password}]"]
     log.info("formatting %s (cluster id %s)", cfg.data_dir, cluster_id)
     try:
         proc = subprocess.run(
@@ -600,10 +714,11 @@ def _format(cfg: BrokerConfig, java: str) -> None:
     except subprocess.TimeoutExpired as exc:
         raise BrokerError(f"formatting {cfg.data_dir} took over {_FORMAT_TIMEOUT_S} s") from exc
     if proc.returncode != 0:
-        raise BrokerError(
-            f"formatting {cfg.data_dir} failed (exit {proc.returncode}):\n"
-            f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
-        )
+        output = (proc.stdout + proc.stderr).strip()[-2000:]
+        if cfg.sasl_ssl is not None:
+            for _, password in cfg.sasl_ssl.users:
+                output = output.replace(password, "***")
+        raise BrokerError(f"formatting {cfg.data_dir} failed (exit {proc.returncode}):\n{output}")
 
 
 def _random_cluster_id() -> str:
@@ -708,7 +823,7 @@ def up(cfg: BrokerConfig, *, timeout_s: float = 60) -> BrokerStatus:
             _wait_ready(cfg, pid, None, timeout_s)
             return status(cfg)
         cfg.pid_path.unlink(missing_ok=True)
-        for port in (cfg.port, cfg.controller_port):
+        for port in cfg.ports:
             if not _port_free(port):
                 holder = _listener_of(port)
                 raise BrokerError(
@@ -720,6 +835,8 @@ def up(cfg: BrokerConfig, *, timeout_s: float = 60) -> BrokerStatus:
         fetch(cfg)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         _write_if_changed(cfg.properties_path, props)
+        if cfg.sasl_ssl is not None:
+            cfg.properties_path.chmod(0o600)  # it holds the keystore password
         _write_if_changed(cfg.log4j_path, _log4j_properties())
         _format(cfg, java)
         log.info("starting Kafka %s on %s", cfg.kafka_version, cfg.bootstrap)
