@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         """Every input event: decode, apply to the customer, publish what it decided."""
         async for event in stream.events():
             await scorer.handle(event.message, event.value)
-            metrics.customers.set(len(customers))
+            metrics.customers.set(scorer.customer_count())
 
     book = MetricBook(AccumulatorTable(metric_accs))
     newest: dict[tuple[str, str, str], float] = {}

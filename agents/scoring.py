@@ -147,6 +147,11 @@ class Scorer:
         self._unsaved[partition] = 0
         self.table[clock_key(partition)] = orjson.dumps(proc.clock.to_dict())
 
+    def customer_count(self) -> int:
+        """Customers in this worker's table (the saved clocks are not customers)."""
+        clocks = sum(1 for p in self.processors if clock_key(p) in self.table)
+        return len(self.table) - clocks
+
     def caught_up(self, tp: Any, offset: int) -> bool:
         """Whether ``offset`` is the last record of ``tp`` known right now."""
         end = max(self._ends.get((tp.topic, tp.partition), 0), self.highwater(tp) or 0)

@@ -33,6 +33,13 @@ from cxstream.errors import ConfigError
 __all__ = ["INPUT_FAMILIES", "ProfileModel", "Settings"]
 
 ENV_PREFIX = "CXSTREAM_"
+# CXSTREAM_* variables that are not service settings: the config file's path and
+# the local broker's (``cxstream.broker.BrokerConfig.from_env``); CXSTREAM_TEST_*
+# belong to the test suite.
+OTHER_VARIABLES = frozenset({
+    "CXSTREAM_CONFIG", "CXSTREAM_HOME", "CXSTREAM_BROKER_PORT",
+    "CXSTREAM_BROKER_CONTROLLER_PORT", "CXSTREAM_KAFKA_VERSION",
+})
 INPUT_FAMILIES: tuple[str, ...] = ("logins", "emails", "tickets", "surveys", "subscriptions")
 
 
@@ -120,8 +127,9 @@ class Settings(BaseModel):
                 values[name] = _decode_env(env[var])
                 origin[name] = f"${var}"
         unknown = sorted(
-            k for k in env if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower()
-            not in cls.model_fields and k != ENV_PREFIX + "CONFIG"
+            k for k in env if k.startswith(ENV_PREFIX)
+            and k[len(ENV_PREFIX):].lower() not in cls.model_fields
+            and k not in OTHER_VARIABLES and not k.startswith(ENV_PREFIX + "TEST_")
         )
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")

@@ -79,3 +79,8 @@ def test_every_setting_and_knob_is_in_the_configuration_reference() -> None:
     names = list(Settings.model_fields) + list(Profile.knob_names())
     missing = [name for name in names if f"`{name}`" not in text]
     assert missing == []
+
+
+def test_broker_and_test_variables_are_not_unknown_settings() -> None:
+    env = {"CXSTREAM_HOME": "/tmp/x", "CXSTREAM_BROKER_PORT": "1", "CXSTREAM_TEST_HOME": "y"}
+    assert Settings.from_env(env) == Settings()
