@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -55,6 +56,7 @@ class Service(NamedTuple):
     deadletters_topic: Any
     deltas_topic: Any
     health_topic: Any
+    family_topics: dict[str, Any]
     customers: Any
     metric_accs: Any
     score_events: Any
@@ -79,8 +81,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         table_cleanup_interval=3600.0,
+        table_standby_replicas=settings.standby_replicas,
     )
     metrics = ServiceMetrics(registry)
+    # Faust's own internals (stream/commit/send latencies, rebalances, table ops)
+    # on the same registry, under their own prefix so no name can clash with ours.
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(*settings.input_topics.values(), key_type=bytes, value_type=bytes,
                              **raw)
@@ -172,6 +178,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         deadletters_topic=deadletters_topic,
         deltas_topic=deltas_topic,
         health_topic=health_topic,
+        family_topics=family_topics,
         customers=customers,
         metric_accs=metric_accs,
         score_events=score_agent,

@@ -78,6 +78,7 @@ class Settings(BaseModel):
     topic_prefix: str = Field("cx", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     topic_partitions: int = Field(4, ge=1, le=1024)
     app_id: str = Field("cxstream", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    standby_replicas: int = Field(1, ge=0, le=3)
     store: Literal["rocksdb://", "memory://"] = "rocksdb://"
     data_dir: Path = Path(".cxstream/worker")
     web_host: str = "127.0.0.1"

@@ -107,11 +107,14 @@ async def service(
 
 def output_topics(svc: Service) -> dict[str, Any]:
     """Every topic the service writes to, by ``Service`` field name (all but the input)."""
-    return {
+    topics = {
         name: getattr(svc, name)
         for name in svc._fields
         if name.endswith("_topic") and name != "events_topic"
     }
+    # POST /events publishes to the family topics.
+    topics.update({f"{family}_family_topic": t for family, t in svc.family_topics.items()})
+    return topics
 
 
 class Harness:
