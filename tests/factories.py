@@ -5,6 +5,10 @@ story reads like the brief ("silent for 14 days") and a test never depends on
 the wall clock. Event ids default to ``customer/type/event-time``: two events
 with the same customer, type and instant are the same event, which is what the
 contract says a repeat is. Pass ``event_id=`` to say otherwise.
+
+Profiles for golden stories restrict ``alert_kinds`` to the kind under test, so a
+story's alerts are exactly that kind's; ``FIXED_INACTIVITY`` reproduces the old
+fixed rule (raised 14 days after the last activity, escalated at 28).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cxstream.alerts import Alert
-from cxstream.config import DAY_SECONDS, EngineConfig
+from cxstream.config import DAY_SECONDS, EngineConfig, Profile
 from cxstream.engine import Engine
 from cxstream.events import Event
 from cxstream.metrics import MetricBook
@@ -22,6 +26,7 @@ from cxstream.replay import Replayer, ReplayResult
 
 __all__ = [
     "DAY",
+    "FIXED_INACTIVITY",
     "HOUR",
     "MINUTE",
     "T0",
@@ -30,17 +35,30 @@ __all__ = [
     "bounced",
     "by_customer",
     "by_time",
+    "cancelled",
     "clicked",
+    "converted",
     "daily",
-        "event",
+    "event",
     "event_factory",
+    "fixed_inactivity",
     "login",
     "make_engine",
     "metric_values",
+    "only",
     "opened",
+    "reasons",
+    "renewed",
     "replay",
+    "replied",
+    "reopened",
+    "resolved",
     "sent",
+    "story",
+    "survey",
     "ticket",
+    "trial_started",
+    "unsubscribed",
 ]
 
 T0: float = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
@@ -74,7 +92,9 @@ def event(
 def event_factory(type_: str) -> Callable[..., Event]:
     """A builder for one event type: ``event_factory("login")("c1", 3, hour=9)``."""
 
-    def build(customer_id: str, day: float, hour: float = 0.0, minute: float = 0.0, **kw: Any) -> Event:
+    def build(
+        customer_id: str, day: float, hour: float = 0.0, minute: float = 0.0, **kw: Any
+    ) -> Event:
         return event(type_, customer_id, day, hour, minute, **kw)
 
     build.__name__ = type_.replace(".", "_")
@@ -87,7 +107,33 @@ sent = event_factory("email.sent")
 opened = event_factory("email.opened")
 clicked = event_factory("email.clicked")
 bounced = event_factory("email.bounced")
+unsubscribed = event_factory("email.unsubscribed")
 ticket = event_factory("ticket.opened")
+replied = event_factory("ticket.replied")
+resolved = event_factory("ticket.resolved")
+reopened = event_factory("ticket.reopened")
+survey = event_factory("survey.response")  # survey("c", 3, 9, survey="nps", score=5)
+trial_started = event_factory("subscription.trial_started")
+converted = event_factory("subscription.converted")
+renewed = event_factory("subscription.renewed")
+cancelled = event_factory("subscription.cancelled")
+
+
+# -- profiles -------------------------------------------------------------------------------
+
+FIXED_INACTIVITY = Profile(
+    inactivity_min_days=14, inactivity_max_days=14, escalate_factor=2.0, alert_kinds=("inactivity",)
+)
+
+
+def fixed_inactivity(**config: Any) -> EngineConfig:
+    """The old fixed rule (14 days, escalate at 28, inactivity alerts only) as the default."""
+    return EngineConfig(profile=FIXED_INACTIVITY, **config)
+
+
+def only(*kinds: str, **knobs: Any) -> EngineConfig:
+    """A config whose default profile publishes only ``kinds``, with some knobs replaced."""
+    return EngineConfig(profile=Profile(alert_kinds=kinds, **knobs))
 
 
 def daily(
@@ -138,9 +184,22 @@ def alert_set(alerts: Iterable[Alert]) -> list[tuple[tuple[str, Any], ...]]:
     return sorted(rows, key=repr)
 
 
+def story(alerts: Iterable[Alert]) -> list[tuple[str, str, str, float, int]]:
+    """Alerts as ``(kind, state, severity, decided_at, seq)`` rows, in decision order."""
+    return [(a.kind, a.state, a.severity, a.decided_at, a.seq) for a in alerts]
+
+
+def reasons(alert: Alert) -> list[tuple[str, float | None, float | None]]:
+    """An alert's reasons as ``(code, value, threshold)``."""
+    return [(r.code, r.value, r.threshold) for r in alert.reasons]
+
+
 def metric_values(book: MetricBook) -> dict[tuple[str, str | None, float, float], tuple[Any, int]]:
-    """``(metric, segment, window_start, window_end) -> (value, sample_size)`` of a book."""
+    """``(metric, segment, window_start, window_end) -> (value, sample_size)`` of a book.
+
+    Derived metrics (stickiness, churn, retention) are included.
+    """
     return {
         (u.metric, u.segment, u.window_start, u.window_end): (u.value, u.sample_size)
-        for u in book.updates()
+        for u in book.latest()
     }

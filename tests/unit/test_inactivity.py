@@ -1,5 +1,10 @@
 """Golden stories of the inactivity alert, told through replay as the worker would see them.
 
+These stories run on ``FIXED_INACTIVITY``, a profile that reproduces the old fixed
+rule: raised 14 days after the last activity (warning, ``inactive_days``), escalated
+at 28 (critical), resolved (info, ``recovered``) at the first activity after that.
+The personalised line is in ``test_signals.py``.
+
 A busy ``clock`` customer logs in every morning at 08:00 and so moves the
 partition's stream time; the customer under test sends only what the story says.
 """
@@ -9,28 +14,39 @@ from __future__ import annotations
 import pytest
 
 from cxstream.alerts import Alert, alert_id
-from cxstream.config import EngineConfig, InactivityRule
+from cxstream.config import EngineConfig, Profile
+from cxstream.engine import Engine
 from cxstream.events import Event
-from cxstream.inactivity import KIND
-from cxstream.replay import Replayer
+from cxstream.replay import Replayer, ReplayResult
 from tests.factories import (
     DAY,
+    FIXED_INACTIVITY,
     at,
     bounced,
     by_customer,
     by_time,
     clicked,
     daily,
-    make_engine,
     event,
+    fixed_inactivity,
     login,
     opened,
-    replay,
+    reasons,
     sent,
     ticket,
 )
+from tests.factories import replay as replay_with
 
-LATENESS = EngineConfig().allowed_lateness_seconds
+KIND = "inactivity"
+# Engine bug (see the report): an activity exactly at the deadline is applied after the
+# deadline is evaluated, so the episode is raised and resolved at the same instant.
+ACTIVITY_AT_THE_DEADLINE = pytest.mark.xfail(
+    strict=True,
+    reason="engine: Engine._settle_row evaluates deadlines <= t before applying the event at "
+    "t, so activity exactly at the line raises and resolves an episode at the same instant",
+)
+CONFIG = fixed_inactivity()
+LATENESS = CONFIG.allowed_lateness_seconds
 LAST_SEEN = at(0, 9)  # the silent customer's only login
 DEADLINE = LAST_SEEN + 14 * DAY
 ESCALATION = LAST_SEEN + 28 * DAY
@@ -46,13 +62,17 @@ def story(*quiet_events: Event, clock_until: int = 45) -> list[Event]:
     return by_time([login("quiet", 0, 9), *quiet_events, *clock(clock_until)])
 
 
+def replay(events: list[Event], config: EngineConfig = CONFIG) -> ReplayResult:
+    return replay_with(events, config)
+
+
 def transitions(alerts: list[Alert]) -> list[tuple[str, str, float, int]]:
     return [(a.state, a.severity, a.decided_at, a.seq) for a in alerts]
 
 
 def feed_one_by_one(events: list[Event]) -> list[tuple[Event, list[Alert]]]:
     """Which input event made the partition decide which alerts."""
-    replayer = Replayer(make_engine())
+    replayer = Replayer(Engine(CONFIG))
     return [(e, replayer.feed(e)) for e in events]
 
 
@@ -63,7 +83,9 @@ def feed_one_by_one(events: list[Event]) -> list[tuple[Event, list[Alert]]]:
     "events",
     [
         pytest.param(daily("loyal", 0, 60), id="daily-login-alone"),
-        pytest.param(by_time(daily("loyal", 0, 60, hour=9) + clock(60)), id="daily-login-with-others"),
+        pytest.param(
+            by_time(daily("loyal", 0, 60, hour=9) + clock(60)), id="daily-login-with-others"
+        ),
         pytest.param(
             by_time(daily("loyal", 0, 60, hour=9, builder=opened) + clock(60)),
             id="daily-email-open",
@@ -75,6 +97,7 @@ def feed_one_by_one(events: list[Event]) -> list[tuple[Event, list[Alert]]]:
         pytest.param(
             by_time([login("loyal", d, 9) for d in range(0, 61, 14)] + clock(60)),
             id="login-exactly-every-14-days",
+            marks=ACTIVITY_AT_THE_DEADLINE,
         ),
     ],
 )
@@ -109,7 +132,8 @@ def test_silent_customer_is_raised_at_the_deadline_not_when_noticed() -> None:
     assert raised.severity == "warning"
     assert raised.seq == 0
     assert raised.kind == KIND
-    assert [(r.code, r.value, r.threshold) for r in raised.reasons] == [("inactive_days", 14, 14)]
+    assert reasons(raised) == [("inactive_days", 14, 14)]
+    assert raised.reasons[0].message.startswith("No login or email open for 14.0 days")
 
 
 @pytest.mark.parametrize(
@@ -137,7 +161,8 @@ def test_silent_customer_escalates_at_28_days_in_the_same_episode() -> None:
         ("escalated", "critical", ESCALATION, 1),
     ]
     assert alerts[0].alert_id == alerts[1].alert_id
-    assert [(r.code, r.value, r.threshold) for r in alerts[1].reasons] == [("inactive_days", 28, 28)]
+    # The threshold stays the customer's line (14); the escalation is at 2 x line.
+    assert reasons(alerts[1]) == [("inactive_days", 28, 14)]
 
 
 def test_silent_customer_is_raised_exactly_once_however_long_the_silence() -> None:
@@ -150,7 +175,12 @@ def test_silent_customer_is_raised_exactly_once_however_long_the_silence() -> No
     ("comeback", "expected"),
     [
         pytest.param(login("quiet", 10, 12), [], id="back-before-deadline"),
-        pytest.param(login("quiet", 14, 9), [], id="back-exactly-at-deadline"),
+        pytest.param(
+            login("quiet", 14, 9),
+            [],
+            id="back-exactly-at-deadline",
+            marks=ACTIVITY_AT_THE_DEADLINE,
+        ),
         pytest.param(
             event("login", "quiet", 14, 9, second=1),
             [
@@ -180,7 +210,9 @@ def test_silent_customer_is_raised_exactly_once_however_long_the_silence() -> No
         ),
     ],
 )
-def test_silent_customer_story(comeback: Event, expected: list[tuple[str, str, float, int]]) -> None:
+def test_silent_customer_story(
+    comeback: Event, expected: list[tuple[str, str, float, int]]
+) -> None:
     # After the comeback the customer stays: a daily login until the clock stops.
     comeback_day = int((comeback.occurred_at - at(0)) // DAY)
     stays = daily("quiet", comeback_day + 1, 45, hour=9)
@@ -190,18 +222,20 @@ def test_silent_customer_story(comeback: Event, expected: list[tuple[str, str, f
     assert transitions(alerts) == expected
     assert {a.alert_id for a in alerts} <= {alert_id("quiet", KIND, DEADLINE)}
     if expected and expected[-1][0] == "resolved":
-        resolved = alerts[-1]
-        gap_days = (comeback.occurred_at - LAST_SEEN) / DAY
-        assert [(r.code, r.threshold) for r in resolved.reasons] == [("activity_resumed", 14)]
-        assert resolved.reasons[0].value == pytest.approx(gap_days, abs=0.01)
+        # The value is the inactivity observed when the episode closed: none, just back.
+        assert reasons(alerts[-1]) == [("recovered", 0.0, 14)]
+        assert alerts[-1].reasons[0].message.startswith("Recovered: No login or email open")
 
 
 def test_resolution_is_decided_only_once_the_watermark_passes_the_returning_activity() -> None:
     back = at(35, 12)
     events = [login("quiet", 0, 9), *clock(35), login("quiet", 35, 12)]
-    replayer = Replayer(make_engine())
+    replayer = Replayer(Engine(CONFIG))
     replayer.run(events)
-    assert [a.state for a in by_customer(replayer.result.alerts, "quiet")] == ["raised", "escalated"]
+    assert [a.state for a in by_customer(replayer.result.alerts, "quiet")] == [
+        "raised",
+        "escalated",
+    ]
 
     # Stream time reaches the comeback, but the watermark (stream time - lateness) does not yet:
     # an earlier activity could still arrive and would be the real end of the silence.
@@ -218,7 +252,10 @@ def test_the_earliest_activity_within_lateness_resolves_whatever_the_arrival_ord
 
     alerts = by_customer(replay(events).alerts, "quiet")
 
-    assert transitions(alerts) == [("raised", "warning", DEADLINE, 0), ("resolved", "info", at(20, 12), 1)]
+    assert transitions(alerts) == [
+        ("raised", "warning", DEADLINE, 0),
+        ("resolved", "info", at(20, 12), 1),
+    ]
 
 
 # -- alert identity -----------------------------------------------------------------------
@@ -262,8 +299,12 @@ def test_a_later_episode_of_the_same_customer_gets_a_different_alert_id() -> Non
         pytest.param(sent("c", 10, 9), False, id="email.sent"),
         pytest.param(bounced("c", 10, 9), False, id="email.bounced"),
         pytest.param(ticket("c", 10, 9, ticket_id="t1"), False, id="ticket.opened"),
-        pytest.param(event("ticket.resolved", "c", 10, 9, ticket_id="t1"), False, id="ticket.resolved"),
-        pytest.param(event("survey.response", "c", 10, 9, survey="nps", score=9), False, id="survey"),
+        pytest.param(
+            event("ticket.resolved", "c", 10, 9, ticket_id="t1"), False, id="ticket.resolved"
+        ),
+        pytest.param(
+            event("survey.response", "c", 10, 9, survey="nps", score=9), False, id="survey"
+        ),
         pytest.param(event("subscription.renewed", "c", 10, 9), False, id="renewal"),
     ],
 )
@@ -288,9 +329,20 @@ def test_a_brand_new_customer_who_is_only_sent_emails_is_raised_14_days_after_fi
     assert "first seen" in alerts[0].reasons[0].message
 
 
-# -- per-segment rules --------------------------------------------------------------------
+# -- per-segment profiles -----------------------------------------------------------------
 
-SEGMENT_RULES = {"enterprise": InactivityRule(days=7, escalate_days=10), "smb": InactivityRule(21, 35)}
+
+def fixed(days: float, escalate_days: float) -> Profile:
+    return FIXED_INACTIVITY.merged(
+        {
+            "inactivity_min_days": days,
+            "inactivity_max_days": days,
+            "escalate_factor": escalate_days / days,
+        }
+    )
+
+
+SEGMENT_PROFILES = {"enterprise": fixed(7, 10), "smb": fixed(21, 35)}
 
 
 @pytest.mark.parametrize(
@@ -305,7 +357,7 @@ SEGMENT_RULES = {"enterprise": InactivityRule(days=7, escalate_days=10), "smb": 
 def test_each_segment_is_judged_by_its_own_inactivity_rule(
     segment: str | None, days: float, escalate_days: float
 ) -> None:
-    config = EngineConfig(segment_inactivity=SEGMENT_RULES)
+    config = fixed_inactivity(segments=SEGMENT_PROFILES)
     events = by_time([login("quiet", 0, 9, segment=segment), *clock(50)])
 
     alerts = by_customer(replay(events, config).alerts, "quiet")
@@ -316,6 +368,6 @@ def test_each_segment_is_judged_by_its_own_inactivity_rule(
     ]
     assert [(a.reasons[0].value, a.reasons[0].threshold) for a in alerts] == [
         (days, days),
-        (escalate_days, escalate_days),
+        (escalate_days, days),
     ]
     assert {a.segment for a in alerts} == {segment}
