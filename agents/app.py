@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import faust
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 import orjson
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cxstream.agents.backlog import BacklogProbe
@@ -99,6 +99,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     # str keys and bytes values make Faust pick its "raw" codec for the changelog.
     customers = app.Table("customers", partitions=settings.topic_partitions, key_type=str,
                           value_type=bytes)
+    # One saved stream clock per partition, written while processing that
+    # partition's events, so it lands in that partition's changelog.
+    clocks = app.Table("clocks", partitions=settings.topic_partitions, key_type=str,
+                       value_type=bytes)
     metric_accs = app.Table("metric-accumulators", partitions=settings.topic_partitions,
                             key_type=str, value_type=bytes)
 
@@ -119,6 +123,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         partitioner_for(settings.topic_partitions),
         highwater,
         probe,
+        clocks,
     )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -140,7 +145,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         """Every input event: decode, apply to the customer, publish what it decided."""
         async for event in stream.events():
             await scorer.handle(event.message, event.value)
-            metrics.customers.set(scorer.customer_count())
+            metrics.customers.set(len(customers))
 
     book = MetricBook(AccumulatorTable(metric_accs))
     newest: dict[tuple[str, str, str], float] = {}

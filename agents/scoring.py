@@ -38,8 +38,8 @@ CLOCK_SAVE_EVERY = 100
 
 
 def clock_key(partition: int) -> str:
-    """Table key of a partition's saved clock (NUL-prefixed: never a customer id)."""
-    return f"\x00clock:{partition}"
+    """Key of a partition's saved clock in the clocks table."""
+    return str(partition)
 
 
 def route_deltas(deltas: list[MetricDelta]) -> dict[bytes, list[list[Any]]]:
@@ -68,6 +68,7 @@ class Scorer:
         partition_of: Callable[[str], int],
         highwater: Callable[[Any], int | None],
         probe: Callable[[int], Awaitable[dict[str, int]]],
+        clocks: Any,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -75,6 +76,7 @@ class Scorer:
         self.metrics = metrics
         self.partition_of = partition_of
         self.highwater = highwater
+        self.clocks = clocks  # a partition's stream clock, checkpointed (see _save_clock)
         self.probe = probe
         self.processors: dict[int, PartitionProcessor] = {}
         self._ends: dict[tuple[str, int], int] = {}
@@ -106,7 +108,7 @@ class Scorer:
             backlog = await self.probe(partition)
             if partition in self.processors:  # built by someone else while we awaited
                 return self.processors[partition]
-            saved = self.table.get(clock_key(partition))
+            saved = self.clocks.get(clock_key(partition))
             clock = (StreamClock.from_dict(orjson.loads(saved),
                                            self.engine.config.allowed_lateness_seconds)
                      if saved is not None else None)
@@ -145,12 +147,7 @@ class Scorer:
             self._unsaved[partition] = n
             return
         self._unsaved[partition] = 0
-        self.table[clock_key(partition)] = orjson.dumps(proc.clock.to_dict())
-
-    def customer_count(self) -> int:
-        """Customers in this worker's table (the saved clocks are not customers)."""
-        clocks = sum(1 for p in self.processors if clock_key(p) in self.table)
-        return len(self.table) - clocks
+        self.clocks[clock_key(partition)] = orjson.dumps(proc.clock.to_dict())
 
     def caught_up(self, tp: Any, offset: int) -> bool:
         """Whether ``offset`` is the last record of ``tp`` known right now."""

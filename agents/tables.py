@@ -39,8 +39,6 @@ class TableStore:
     def values(self) -> Iterator[CustomerState]:
         for key, raw in list(self.table.items()):
             customer_id = key.decode() if isinstance(key, bytes) else key
-            if customer_id.startswith("\x00"):
-                continue  # the service's own records (e.g. saved clocks), not customers
             if self._belongs is None or self._belongs(customer_id):
                 yield CustomerState.from_dict(orjson.loads(raw))
 

@@ -22,7 +22,7 @@ from cxstream.settings import Settings
 __all__ = ["ensure_topics", "topic_specs"]
 
 COMPACT = {"cleanup.policy": "compact"}
-TABLES = ("customers", "metric-accumulators")
+TABLES = ("customers", "clocks", "metric-accumulators")
 LEADER_WAIT_SECONDS = 30.0
 
 

@@ -32,7 +32,7 @@ __all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
 
 # Events held per customer until the watermark passes them. Within a few
 # minutes of lateness a customer has a handful; the cap bounds a flood.
-MAX_PENDING = 64
+MAX_PENDING = 24
 _CANCELLED = signals.TYPE_CODE["subscription.cancelled"]
 
 
@@ -125,7 +125,9 @@ class Engine:
             return alerts, deltas
         st.settled_at = watermark
         pending = st.pending
-        while pending and pending[0][0] <= watermark:
+        # Strictly before the watermark: an event exactly at it may still arrive,
+        # and is settled with its peers at the next advance, whatever the order.
+        while pending and pending[0][0] < watermark:
             self._settle_row(st, pending.pop(0), alerts, deltas)
         self._run_deadlines(st, watermark, alerts, deltas)
         return alerts, deltas
@@ -135,7 +137,7 @@ class Engine:
         t = float(row[0])
         self._run_deadlines(st, t, alerts, deltas)
         deltas.extend(measures.event_deltas(st, row, self.config))
-        signals.apply_event(st, row)
+        signals.apply_event(st, row, self._profile(st))
         if row[2] == _CANCELLED and st.episodes:
             alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
         self._evaluate(st, t, alerts, deltas)
@@ -156,7 +158,7 @@ class Engine:
         return self.snapshot(st)
 
     def due_at(self, st: CustomerState) -> float | None:
-        """The next watermark at which ``advance`` would decide something."""
+        """The time that, once the watermark is past it, ``advance`` decides at."""
         after = st.evaluated_at if st.evaluated_at is not None else -math.inf
         due = signals.next_deadline(st, self._profile(st), after)
         if st.pending and (due is None or st.pending[0][0] < due):
@@ -172,7 +174,7 @@ class Engine:
         while True:
             after = st.evaluated_at if st.evaluated_at is not None else -math.inf
             deadline = signals.next_deadline(st, prof, after)
-            if deadline is None or deadline > until:
+            if deadline is None or deadline >= until:  # at ``until`` itself: the caller's turn
                 return
             self._evaluate(st, deadline, alerts, deltas)
 

@@ -174,7 +174,7 @@ class PartitionProcessor:
         out = out if out is not None else Outcome()
         alerts = out.alerts
         due = self._due
-        while due and due[0][0] <= watermark:
+        while due and due[0][0] < watermark:  # decisions are taken strictly before it
             at, customer_id = heapq.heappop(due)
             if self._scheduled.get(customer_id) != at:
                 continue  # superseded by an earlier entry for the same customer
@@ -183,7 +183,7 @@ class PartitionProcessor:
             if st is None:
                 continue
             real = self.engine.due_at(st)
-            if real is None or real > watermark:
+            if real is None or real >= watermark:
                 self._schedule(customer_id, real)  # activity moved it on; no write needed
                 continue
             found, deltas = self.engine.advance(st, watermark)

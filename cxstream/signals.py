@@ -88,7 +88,7 @@ def _ring_add(st: CustomerState, t: float, slot: int) -> None:
     _ring_roll(st, day)
     assert st.ring_day0 is not None
     idx = day - st.ring_day0
-    if idx >= 0:
+    if idx >= 0 and st.ring[idx][slot] < 255:  # the stored form keeps a byte per count
         st.ring[idx][slot] += 1
 
 
@@ -122,7 +122,7 @@ def _push_capped(times: list[float], t: float) -> None:
         del times[0]
 
 
-def apply_event(st: CustomerState, row: list[Any]) -> None:
+def apply_event(st: CustomerState, row: list[Any], prof: Profile) -> None:
     """Fold one settled event row ``[t, fingerprint, code, a, b(, comment)]`` into the state."""
     t, _fp, code, a, b = row[:5]
     kind = _TYPE[code]
@@ -146,7 +146,7 @@ def apply_event(st: CustomerState, row: list[Any]) -> None:
         elif kind == "email.unsubscribed":
             st.unsubscribed = True
     elif kind.startswith("ticket."):
-        _apply_ticket(st, t, kind, a)
+        _apply_ticket(st, t, kind, a, prof)
     elif kind == "survey.response":
         prev = st.feedback.get(a)
         answer = [b, prev[0] if prev else None, t]
@@ -177,12 +177,13 @@ def _note_activity(st: CustomerState, t: float) -> None:
         st.last_activity_at = t
 
 
-def _apply_ticket(st: CustomerState, t: float, kind: str, ticket_id: str) -> None:
+def _apply_ticket(st: CustomerState, t: float, kind: str, ticket_id: str, prof: Profile) -> None:
     st.ticket_events += 1
     if kind in ("ticket.opened", "ticket.reopened"):  # the customer's contacts, not agent replies
         _ring_add(st, t, _TICKET)
     if kind == "ticket.opened":
-        if st.last_resolved_at is not None and t - st.last_resolved_at <= 3 * DAY_SECONDS:
+        repeat_line = prof.repeat_contact_days * DAY_SECONDS
+        if st.last_resolved_at is not None and t - st.last_resolved_at <= repeat_line:
             _push_capped(st.repeats, t)
         st.open_tickets.setdefault(ticket_id, t)
     elif kind == "ticket.reopened":
@@ -214,7 +215,9 @@ def unopened_line(st: CustomerState, prof: Profile) -> float:
     disengaging after five unopened ones.
     """
     if st.em_delivered >= 2.0 and st.em_opened > 0:
-        usual = st.em_delivered / st.em_opened
+        # The usual run between opens, from the history before the current streak
+        # (counting the streak in would raise the line with every unopened email).
+        usual = max(1.0, (st.em_delivered - st.unopened) / st.em_opened)
         return float(max(prof.unopened_streak, round(3.0 * usual)))
     return float(prof.unopened_streak)
 

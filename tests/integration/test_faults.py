@@ -157,8 +157,8 @@ def handled(w: WorkerProcess) -> float:
         return 0.0
 
 
-async def _lag(settings: Settings) -> tuple[int, int]:
-    """(messages not yet committed by the group, committed) over inputs and metric deltas."""
+async def _lag(settings: Settings) -> tuple[int, int, int]:
+    """(input lag, committed input offsets, metric-delta lag) of the worker group."""
     topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
@@ -168,21 +168,29 @@ async def _lag(settings: Settings) -> tuple[int, int]:
         committed = await admin.list_consumer_group_offsets(settings.app_id)
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         ends = await consumer.end_offsets(tps)
-        lag = done = 0
+        lag = done = deltas = 0
         for tp in tps:
             meta = committed.get(tp)
             off = meta.offset if meta is not None and meta.offset >= 0 else 0
-            lag += max(0, ends[tp] - off)
             if tp.topic in settings.input_topics.values():
+                lag += max(0, ends[tp] - off)
                 done += off
-        return lag, done
+            else:
+                deltas += max(0, ends[tp] - off)
+        return lag, done, deltas
     finally:
         await consumer.stop()
         await admin.close()
 
 
-def lag(settings: Settings) -> tuple[int, int]:
-    return run(_lag(settings))
+def lag(settings: Settings) -> tuple[int, int, int]:
+    """``_lag``; while the group coordinator is not available yet, "everything"."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return run(_lag(settings))
+    except KafkaError:
+        return (1 << 62, 0, 1 << 62)
 
 
 def wait_until(check: Any, timeout: float, what: str, logs: list[WorkerProcess]) -> None:
@@ -205,7 +213,17 @@ def budget(events: int) -> float:
 
 def wait_done(settings: Settings, live: list[WorkerProcess], events: int) -> None:
     """Until the group has committed every input and delta offset."""
-    wait_until(lambda: lag(settings)[0] == 0, budget(events), "the group to catch up", live)
+    last = [0.0]
+
+    def caught_up() -> bool:
+        inputs, _, deltas = lag(settings)
+        if time.monotonic() - last[0] > 10:
+            last[0] = time.monotonic()
+            print(f"[faults] lag: inputs {inputs}, metric deltas {deltas}; handled "
+                  f"{[handled(w) for w in live]}", flush=True)
+        return inputs == 0 and deltas == 0
+
+    wait_until(caught_up, budget(events), "the group to catch up", live)
 
 
 async def _read_all(bootstrap: str, topic: str, timeout: float) -> list[dict[str, Any]]:
@@ -348,6 +366,19 @@ def scenario_kill9(settings: Settings, ref: Reference, workers: list[WorkerProce
     return obs
 
 
+def scenario_clean(settings: Settings, ref: Reference, workers: list[WorkerProcess],
+                   tmp: Path) -> Observed:
+    """The control: one worker, no fault (must equal the reference too)."""
+    t0 = time.monotonic()
+    obs = Observed(published=publish(settings, ref))
+    w = _start(workers, settings, tmp / "clean.log")
+    wait_done(settings, [w], ref.events)
+    collect(settings, obs, ref)
+    obs.counters.append(counters(w))
+    obs.elapsed = time.monotonic() - t0
+    return obs
+
+
 def scenario_rebalance(settings: Settings, ref: Reference, workers: list[WorkerProcess],
                        tmp: Path) -> Observed:
     """One worker, then a second one (same group) joins a third of the way in."""
@@ -418,7 +449,8 @@ def _scenario(name: str, request: pytest.FixtureRequest, ref: Reference,
         else:
             status: BrokerStatus = request.getfixturevalue("broker")
             settings = fresh_settings(status.bootstrap, tmp, topic_partitions=PARTITIONS)
-            fn = scenario_kill9 if name == "kill9" else scenario_rebalance
+            fn = {"kill9": scenario_kill9, "rebalance": scenario_rebalance,
+                  "clean": scenario_clean}[name]
             obs = fn(settings, ref, started, tmp)
     finally:
         for w in started:
@@ -429,6 +461,12 @@ def _scenario(name: str, request: pytest.FixtureRequest, ref: Reference,
     report(name, obs, ref)
     _RESULTS[name] = obs
     return obs
+
+
+@pytest.fixture(scope="module")
+def clean(request: pytest.FixtureRequest, reference: Reference,
+          tmp_path_factory: pytest.TempPathFactory) -> Observed:
+    return _scenario("clean", request, reference, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -459,6 +497,13 @@ def test_stream_is_big_enough_and_deterministic(reference: Reference) -> None:
     assert reference.alerts and reference.metrics
     if CUSTOMERS >= 1500:
         assert reference.events >= 100_000
+
+
+def test_clean_run_matches_the_reference(clean: Observed, reference: Reference) -> None:
+    """The control: without a fault the worker gives the reference exactly."""
+    check_accounting(clean, reference)
+    check_alerts(clean, reference)
+    check_metrics(clean, reference)
 
 
 def test_kill9_accounts_for_every_event(kill9: Observed, reference: Reference) -> None:

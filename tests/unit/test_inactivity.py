@@ -40,11 +40,6 @@ from tests.factories import replay as replay_with
 KIND = "inactivity"
 # Engine bug (see the report): an activity exactly at the deadline is applied after the
 # deadline is evaluated, so the episode is raised and resolved at the same instant.
-ACTIVITY_AT_THE_DEADLINE = pytest.mark.xfail(
-    strict=True,
-    reason="engine: Engine._settle_row evaluates deadlines <= t before applying the event at "
-    "t, so activity exactly at the line raises and resolves an episode at the same instant",
-)
 CONFIG = fixed_inactivity()
 LATENESS = CONFIG.allowed_lateness_seconds
 LAST_SEEN = at(0, 9)  # the silent customer's only login
@@ -97,7 +92,6 @@ def feed_one_by_one(events: list[Event]) -> list[tuple[Event, list[Alert]]]:
         pytest.param(
             by_time([login("loyal", d, 9) for d in range(0, 61, 14)] + clock(60)),
             id="login-exactly-every-14-days",
-            marks=ACTIVITY_AT_THE_DEADLINE,
         ),
     ],
 )
@@ -140,7 +134,8 @@ def test_silent_customer_is_raised_at_the_deadline_not_when_noticed() -> None:
     ("clock_at", "raised"),
     [
         pytest.param(DEADLINE + LATENESS - 1, False, id="watermark-one-second-short"),
-        pytest.param(DEADLINE + LATENESS, True, id="watermark-at-deadline"),
+        pytest.param(DEADLINE + LATENESS, False, id="watermark-at-deadline"),
+        pytest.param(DEADLINE + LATENESS + 1, True, id="watermark-past-deadline"),
     ],
 )
 def test_silent_customer_is_raised_once_other_customers_move_the_watermark_past_the_deadline(
@@ -179,7 +174,6 @@ def test_silent_customer_is_raised_exactly_once_however_long_the_silence() -> No
             login("quiet", 14, 9),
             [],
             id="back-exactly-at-deadline",
-            marks=ACTIVITY_AT_THE_DEADLINE,
         ),
         pytest.param(
             event("login", "quiet", 14, 9, second=1),
@@ -239,8 +233,8 @@ def test_resolution_is_decided_only_once_the_watermark_passes_the_returning_acti
 
     # Stream time reaches the comeback, but the watermark (stream time - lateness) does not yet:
     # an earlier activity could still arrive and would be the real end of the silence.
-    not_yet = replayer.feed(event("login", "clock", 0, second=back + LATENESS - 1 - at(0)))
-    now = replayer.feed(event("login", "clock", 0, second=back + LATENESS - at(0)))
+    not_yet = replayer.feed(event("login", "clock", 0, second=back + LATENESS - at(0)))
+    now = replayer.feed(event("login", "clock", 0, second=back + LATENESS + 1 - at(0)))
 
     assert by_customer(not_yet, "quiet") == []
     assert transitions(by_customer(now, "quiet")) == [("resolved", "info", back, 2)]

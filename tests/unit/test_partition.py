@@ -311,12 +311,6 @@ def test_a_redelivered_message_is_a_repeat_by_its_position_even_when_its_id_is_f
     assert again.alerts == [] and again.metrics == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: an event exactly at the watermark is accepted (only occurred_at < watermark "
-    "is late) but its customer may already be settled to that instant, so it is applied after "
-    "same-instant events that would otherwise follow it (rows settle in fingerprint order)",
-)
 def test_an_event_exactly_at_the_watermark_is_settled_as_if_it_had_arrived_in_order() -> None:
     # Two events of one customer at the same instant; in pending they settle in fingerprint
     # order (here the resolve first, so the open ticket stays open and goes overdue).
