@@ -139,13 +139,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         """Tables are recovered: index every owned partition, events or not."""
         for partition in sorted(owned_partitions(app, settings)):
             await scorer.processor(partition)
+        # len() of a RocksDB table walks every key: once per rebalance, then counted.
+        metrics.customers.set(len(customers))
         scorer.ready = True
 
     async def score_events(stream: Any) -> None:
         """Every input event: decode, apply to the customer, publish what it decided."""
         async for event in stream.events():
             await scorer.handle(event.message, event.value)
-            metrics.customers.set(len(customers))
 
     book = MetricBook(AccumulatorTable(metric_accs))
     newest: dict[tuple[str, str, str], float] = {}

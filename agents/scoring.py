@@ -183,6 +183,8 @@ class Scorer:
             m.duplicates.inc()
             return
         m.events.labels(event.type).inc()
+        if out.new_customer:
+            m.customers.inc()
         topics = self.topics
         for alert in out.alerts:
             await topics.alerts.send(key=alert.customer_id.encode(),

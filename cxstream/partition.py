@@ -93,6 +93,7 @@ class Outcome:
     health: list[HealthSnapshot] = field(default_factory=list)
     late: bool = False
     duplicate: bool = False
+    new_customer: bool = False
 
 
 class PartitionProcessor:
@@ -153,7 +154,7 @@ class PartitionProcessor:
             return Outcome(duplicate=True)
         if position is not None:
             decision.state.positions[source] = position
-        out = Outcome(decision.alerts, decision.metrics)
+        out = Outcome(decision.alerts, decision.metrics, new_customer=state is None)
         self._note_health(decision.state, out.health)
         self.store.put(decision.state)
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
