@@ -69,11 +69,11 @@ _NON_SETTINGS_VARS = ("CXSTREAM_CONFIG",)
 _SMOKE = {
     "customers": 120,
     "days": 14,
-    "e2e_events": 3000,
-    "latency_duration": 4.0,
+    "e2e_events": 2000,
+    "latency_duration": 3.0,
     "latency_rate": 100.0,
     "latency_trigger_share": 0.1,
-    "memory_customers": "2000,5000",
+    "memory_customers": "1000,3000",
     "memory_time_limit": 60.0,
     "profile_events": 2000,
     "partitions": 2,
@@ -137,6 +137,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds per RSS run before it stops early (default 1200)")
     p.add_argument("--profile-events", type=int, default=None,
                    help="events replayed under cProfile (default 30000)")
+    p.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
+                   help="measure nothing: re-render --docs from an earlier results file")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where the event file and worker state go (default: a temp dir, removed)")
 
@@ -163,6 +165,12 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run every section not skipped, write the JSON (and the doc section)."""
     from cxstream.settings import Settings
 
+    if getattr(args, "from_json", None) is not None:
+        if args.docs is None:
+            raise SystemExit("cxstream bench: --from-json needs --docs")
+        update_doc(args.docs, render_markdown(json.loads(args.from_json.read_text())))
+        _say(f"doc: {args.docs} (from {args.from_json})")
+        return 0
     smoke = bool(args.smoke)
     base = Settings.from_env(_settings_environ(), config_file=getattr(args, "config", None))
     partitions = int(_opt(args, "partitions", base.topic_partitions))
@@ -435,6 +443,7 @@ def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
         "replay_seconds": replay_s,
         "replay_cpu_seconds": replay_cpu,
         "replay_cpu_share": replay_cpu / replay_s if replay_s else None,
+        "replay_eps_per_cpu_second": result.events / replay_cpu if replay_cpu else None,
         "replay_us_per_event": 1e6 * replay_s / result.events,
         "ratio_replay_to_orjson": replay_eps / (n / bare_s),
         "ratio_replay_to_parse": replay_eps / (n / parse_s),
@@ -947,9 +956,10 @@ async def _latency_run(settings: Any, worker: _Worker, rate: float, duration: fl
             sent, elapsed = await pace(pub, duration, measure=True)
             # A trigger is decided once a later event moves its partition's watermark
             # past it: keep the background going for a little while.
-            await pace(pub, 2.0, measure=False)
+            await pace(pub, min(2.0, warmup), measure=False)
             await pub.flush()
-            wait_until = loop.time() + 10.0
+            # A trigger dead-lettered as late never alerts: do not wait forever.
+            wait_until = loop.time() + 2.0 * min(5.0, warmup)
             while len(arrived) < len(sent_at) and loop.time() < wait_until:
                 await asyncio.sleep(0.1)
     finally:
@@ -1047,6 +1057,7 @@ def _memory_child(customers: int, per_customer: int, time_limit: float, partitio
     kinds = ("login", "email.sent", "email.opened")
     segments = ("starter", "pro", "enterprise")
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     deadline = time.monotonic() + time_limit
     fed = 0
     complete = True
@@ -1068,6 +1079,7 @@ def _memory_child(customers: int, per_customer: int, time_limit: float, partitio
             complete = False
             break
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0
     gc.collect()
     status = _proc_status()
     held = replayer.customers
@@ -1084,6 +1096,8 @@ def _memory_child(customers: int, per_customer: int, time_limit: float, partitio
         "complete": complete,
         "seconds": seconds,
         "eps": fed / seconds if seconds else None,
+        "cpu_seconds": cpu_seconds,
+        "eps_per_cpu_second": fed / cpu_seconds if cpu_seconds else None,
         "rss_baseline_bytes": base,
         "rss_bytes": status["VmRSS"],
         "rss_peak_bytes": status["VmHWM"],
@@ -1129,8 +1143,11 @@ def _e2e_line(e: dict[str, Any]) -> str:
 
 
 def _latency_line(lat: dict[str, Any]) -> str:
-    return (f"latency at {lat['rate_achieved_eps']:,.0f} ev/s: p50 {lat['p50_ms']} ms, "
-            f"p99 {lat['p99_ms']} ms ({lat['alerts_received']}/{lat['triggers_sent']} alerts)")
+    if lat["p50_ms"] is None:
+        return f"latency: no alert arrived ({lat['triggers_sent']} triggers sent)"
+    return (f"latency at {lat['rate_achieved_eps']:,.0f} ev/s: p50 {lat['p50_ms']:,.0f} ms, "
+            f"p99 {lat['p99_ms']:,.0f} ms ({lat['alerts_received']}/{lat['triggers_sent']} "
+            "alerts)")
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -1159,10 +1176,12 @@ def render_markdown(r: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|"]
     e = r.get("engine")
     if e:
+        cpu_eps = e["events"] / e["replay_cpu_seconds"]
         lines.append(
             f"| 1 | engine replay, one core ({e['events']:,} events, "
             f"{e['partitions']} partitions) | {_fmt_eps(e['replay_eps'])} "
-            f"({e['replay_us_per_event']:,.0f} µs/event) | orjson.loads loop "
+            f"({e['replay_us_per_event']:,.0f} µs/event); {cpu_eps:,.0f} per CPU-second "
+            f"(the replay had {e['replay_cpu_share']:.0%} of a core) | orjson.loads loop "
             f"{_fmt_eps(e['orjson_loads_eps'])}; parse+validate {_fmt_eps(e['parse_validate_eps'])}"
             f" | {e['ratio_replay_to_orjson']:.2%} of orjson; {e['ratio_replay_to_parse']:.1%} of "
             f"parse+validate | ≥ {TARGET_ENGINE_EPS:,.0f} ev/s | {_met(e['meets_target'])} |")
@@ -1208,8 +1227,10 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"{row['events_per_customer']} event{'s' if row['events_per_customer'] > 1 else ''}"
             f"{note} | {_fmt_bytes(row['rss_bytes'])} (peak {_fmt_bytes(row['rss_peak_bytes'])});"
             f" {_fmt_bytes(row['rss_bytes_per_customer'])}/customer over the "
-            f"{_fmt_bytes(row['rss_baseline_bytes'])} baseline | serialized state median "
-            f"{_fmt_bytes(row['state_serialized_median_bytes'])} | – | – | – |")
+            f"{_fmt_bytes(row['rss_baseline_bytes'])} baseline; replay took "
+            f"{row['seconds']:,.0f} s ({_fmt_eps(row['eps'])}) | serialized state median "
+            f"{_fmt_bytes(row['state_serialized_median_bytes'])}, in memory median "
+            f"{_fmt_bytes(row['state_in_memory_median_bytes'])} | – | – | – |")
     wm = mem.get("worker")
     if wm and wm.get("rss_bytes"):
         lines.append(
