@@ -30,9 +30,12 @@ from cxstream.state import CustomerState
 
 __all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
 
-# Events held per customer until the watermark passes them. Within a few
-# minutes of lateness a customer has a handful; the cap bounds a flood.
-MAX_PENDING = 24
+# Events held per customer until the watermark passes them. In steady state a
+# customer has a handful within the lateness; while one input topic's backlog
+# holds the watermark back, the others' events queue up, and settling early in
+# arrival order would break replay equality, so the cap is generous (~12 KB of
+# state at most, transiently) and only bounds a flood.
+MAX_PENDING = 256
 _CANCELLED = signals.TYPE_CODE["subscription.cancelled"]
 
 
