@@ -589,26 +589,8 @@ def _free_port() -> int:
 
 def _settings_env(settings: Any) -> dict[str, str]:
     """The environment a worker subprocess needs to run with ``settings``."""
-    import orjson
-    from pydantic import BaseModel, SecretStr
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None or (name == "segments" and not value):
-            continue
-        if isinstance(value, SecretStr):
-            text = value.get_secret_value()
-        elif isinstance(value, BaseModel):
-            text = orjson.dumps(value.model_dump()).decode()
-        elif isinstance(value, tuple | list | dict):
-            text = orjson.dumps(value).decode()
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"CXSTREAM_{name.upper()}"] = text
-    return env
+    return env | settings.to_env()
 
 
 class _Worker:

@@ -163,6 +163,27 @@ class Settings(BaseModel):
             include_comments=self.include_comments,
         )
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``CXSTREAM_*`` variables, for a worker subprocess (inverse of
+        ``from_env``; unset values are left out)."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or (name == "segments" and not value):
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, BaseModel):
+                text = json.dumps(value.model_dump())
+            elif isinstance(value, tuple | list | dict):
+                text = json.dumps(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``cx.logins``."""
         return f"{self.topic_prefix}.{name}"

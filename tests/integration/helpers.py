@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import BaseModel, SecretStr
 
 from cxstream.settings import Settings
 
@@ -48,22 +47,7 @@ def fresh_settings(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a worker subprocess needs to run with ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None or name == "segments":
-            continue
-        if isinstance(value, SecretStr):
-            text = value.get_secret_value()
-        elif isinstance(value, BaseModel):
-            text = orjson.dumps(value.model_dump()).decode()
-        elif isinstance(value, tuple | list | dict):
-            text = orjson.dumps(value).decode()
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"CXSTREAM_{name.upper()}"] = text
-    return env
+    return env | settings.to_env()
 
 
 class WorkerProcess:

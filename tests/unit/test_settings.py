@@ -84,3 +84,11 @@ def test_every_setting_and_knob_is_in_the_configuration_reference() -> None:
 def test_broker_and_test_variables_are_not_unknown_settings() -> None:
     env = {"CXSTREAM_HOME": "/tmp/x", "CXSTREAM_BROKER_PORT": "1", "CXSTREAM_TEST_HOME": "y"}
     assert Settings.from_env(env) == Settings()
+
+
+def test_settings_survive_the_trip_through_the_environment(tmp_path: Path) -> None:
+    original = Settings(api_token="s3cret", include_comments=True, data_dir=tmp_path,
+                        metric_windows_seconds=(60, 3600),
+                        profile={"inactivity_min_days": 10},
+                        segments={"pro": {"inactivity_max_days": 30}})
+    assert Settings.from_env(original.to_env()) == original
