@@ -158,6 +158,13 @@ class Scorer:
         """Process one input message; every path ends published or dead-lettered."""
         started = time.perf_counter()
         try:
+            await self._handle(message, raw)
+        finally:
+            # Dead letters count too: taking a message off the topic is the work.
+            self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _handle(self, message: Any, raw: bytes | None) -> None:
+        try:
             event = decode(raw)
         except InvalidEvent as exc:
             await self._dead(message, raw, exc)
@@ -199,7 +206,6 @@ class Scorer:
         self._save_clock(message.partition, proc)
         if proc.clock.watermark > -math.inf:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
-        m.latency.observe(time.perf_counter() - started)
 
     async def _dead(self, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
         await self.topics.deadletters.send(

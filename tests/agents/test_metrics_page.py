@@ -44,7 +44,7 @@ async def test_the_metrics_page_serves_the_worker_counters(
     assert found[("cxstream_events_processed_total", (("type", "login"),))] == 1
     assert found[("cxstream_dead_letters_total", (("reason", "invalid_json"),))] == 1
     assert found[("cxstream_table_customers", ())] == 1
-    assert found[("cxstream_processing_seconds_count", ())] == 1
+    assert found[("cxstream_processing_seconds_count", ())] == 2  # the dead letter too
 
 
 async def test_the_metrics_page_shows_only_the_service_registry(

@@ -157,3 +157,47 @@ async def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None
 def run(coro: Any) -> Any:
     """Run a coroutine from a sync test."""
     return asyncio.run(coro)
+
+
+async def _group_lag(settings: Settings) -> tuple[int, int]:
+    """(input lag, metric-delta lag) of the worker group: end offsets − committed offsets."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
+
+    topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        inputs = deltas = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            behind = max(0, ends[tp] - (meta.offset if meta is not None and meta.offset >= 0
+                                        else 0))
+            if tp.topic == settings.topic("metric-deltas"):
+                deltas += behind
+            else:
+                inputs += behind
+        return inputs, deltas
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def wait_caught_up(settings: Settings, timeout: float) -> bool:
+    """Until the group has committed every input and metric-delta offset (twice in a row)."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while time.monotonic() < deadline:
+        try:
+            streak = streak + 1 if run(_group_lag(settings)) == (0, 0) else 0
+        except Exception:  # coordinator not ready yet: not caught up
+            streak = 0
+        if streak >= 2:
+            return True
+        time.sleep(1.0)
+    return False

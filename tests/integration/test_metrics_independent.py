@@ -41,7 +41,14 @@ from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 from cxstream.simulator import simulate
 
-from .helpers import WorkerProcess, free_port, fresh_settings, read_topic, run
+from .helpers import (
+    WorkerProcess,
+    free_port,
+    fresh_settings,
+    read_topic,
+    run,
+    wait_caught_up,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(720)]
 
@@ -337,7 +344,8 @@ def streamed(broker: BrokerStatus, tmp_path: Path, events_file: Path
         dead = sum(_total(w, "cxstream_dead_letters_total") for w in (a, b))
         assert dead == 0, f"{dead} events dead-lettered (late?)"
         # The metrics agent lags the scoring (about a dozen metric records per event):
-        # read until nothing new came for 5 s, and fail clearly if it never stops.
+        # wait until the group has committed every metric delta, then read to the end.
+        assert wait_caught_up(first, METRICS_READ_S), "metrics agent never caught up"
         began = time.monotonic()
         records = run(read_topic(broker.bootstrap, first.topic("metrics"),
                                  until=lambda _r: False, timeout=METRICS_READ_S, settle=5))
