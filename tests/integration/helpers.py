@@ -159,8 +159,8 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _group_lag(settings: Settings) -> tuple[int, int]:
-    """(input lag, metric-delta lag) of the worker group: end offsets − committed offsets."""
+async def group_lag(settings: Settings) -> tuple[int, int, int]:
+    """(input lag, committed input offsets, metric-delta lag) of the worker group."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition
 
@@ -173,16 +173,17 @@ async def _group_lag(settings: Settings) -> tuple[int, int]:
         committed = await admin.list_consumer_group_offsets(settings.app_id)
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         ends = await consumer.end_offsets(tps)
-        inputs = deltas = 0
+        inputs = done = deltas = 0
         for tp in tps:
             meta = committed.get(tp)
-            behind = max(0, ends[tp] - (meta.offset if meta is not None and meta.offset >= 0
-                                        else 0))
+            offset = meta.offset if meta is not None and meta.offset >= 0 else 0
+            behind = max(0, ends[tp] - offset)
             if tp.topic == settings.topic("metric-deltas"):
                 deltas += behind
             else:
                 inputs += behind
-        return inputs, deltas
+                done += offset
+        return inputs, done, deltas
     finally:
         await consumer.stop()
         await admin.close()
@@ -194,7 +195,8 @@ def wait_caught_up(settings: Settings, timeout: float) -> bool:
     streak = 0
     while time.monotonic() < deadline:
         try:
-            streak = streak + 1 if run(_group_lag(settings)) == (0, 0) else 0
+            inputs, _done, deltas = run(group_lag(settings))
+            streak = streak + 1 if inputs == deltas == 0 else 0
         except Exception:  # coordinator not ready yet: not caught up
             streak = 0
         if streak >= 2:

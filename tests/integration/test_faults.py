@@ -39,8 +39,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from cxstream.agents.publisher import publish_file
 from cxstream.broker import BrokerStatus
@@ -49,7 +47,7 @@ from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 from cxstream.simulator import simulate
 
-from .helpers import WorkerProcess, free_port, fresh_settings, read_topic, run
+from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_topic, run
 
 # Run by `make test-faults`, not `make test`: these scenarios currently expose known
 # bugs (see README "Tests" and docs/reliability.md) and take ~9 minutes.
@@ -158,38 +156,12 @@ def handled(w: WorkerProcess) -> float:
         return 0.0
 
 
-async def _lag(settings: Settings) -> tuple[int, int, int]:
-    """(input lag, committed input offsets, metric-delta lag) of the worker group."""
-    topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.app_id)
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
-        ends = await consumer.end_offsets(tps)
-        lag = done = deltas = 0
-        for tp in tps:
-            meta = committed.get(tp)
-            off = meta.offset if meta is not None and meta.offset >= 0 else 0
-            if tp.topic in settings.input_topics.values():
-                lag += max(0, ends[tp] - off)
-                done += off
-            else:
-                deltas += max(0, ends[tp] - off)
-        return lag, done, deltas
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
 def lag(settings: Settings) -> tuple[int, int, int]:
-    """``_lag``; while the group coordinator is not available yet, "everything"."""
+    """``group_lag``; while the group coordinator is not available yet, "everything"."""
     from aiokafka.errors import KafkaError
 
     try:
-        return run(_lag(settings))
+        return run(group_lag(settings))
     except KafkaError:
         return (1 << 62, 0, 1 << 62)
 
