@@ -164,8 +164,11 @@ class BaseEventModel(BaseModel):
         return value
 
     def to_event(self) -> Event:
-        """The engine's ``Event`` for this model."""
-        raise NotImplementedError
+        """The engine's ``Event``: every field of the model under the same name on
+        ``Event``, with event time as POSIX seconds."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        fields["occurred_at"] = self.occurred_at.timestamp()
+        return Event(**fields)
 
 
 class LoginEventModel(BaseEventModel):
@@ -174,18 +177,6 @@ class LoginEventModel(BaseEventModel):
     type: Literal["login"]
     user_id: Id | None = Field(default=None, description="The seat, for multi-seat accounts.")
     channel: Literal["web", "mobile", "api"] | None = None
-
-    def to_event(self) -> Event:
-        """The engine's ``Event`` for this login."""
-        return Event(
-            event_id=self.event_id,
-            customer_id=self.customer_id,
-            type=self.type,
-            occurred_at=self.occurred_at.timestamp(),
-            segment=self.segment,
-            user_id=self.user_id,
-            channel=self.channel,
-        )
 
 
 class EmailEventModel(BaseEventModel):
@@ -196,18 +187,6 @@ class EmailEventModel(BaseEventModel):
     ]
     message_id: Id = Field(description="The email message this event is about.")
     campaign: Text128 | None = None
-
-    def to_event(self) -> Event:
-        """The engine's ``Event`` for this email event."""
-        return Event(
-            event_id=self.event_id,
-            customer_id=self.customer_id,
-            type=self.type,
-            occurred_at=self.occurred_at.timestamp(),
-            segment=self.segment,
-            message_id=self.message_id,
-            campaign=self.campaign,
-        )
 
 
 class TicketEventModel(BaseEventModel):
@@ -220,20 +199,6 @@ class TicketEventModel(BaseEventModel):
     handle_seconds: HandleSeconds | None = Field(
         default=None, description="Agent handling time of this contact, in seconds (AHT)."
     )
-
-    def to_event(self) -> Event:
-        """The engine's ``Event`` for this ticket event."""
-        return Event(
-            event_id=self.event_id,
-            customer_id=self.customer_id,
-            type=self.type,
-            occurred_at=self.occurred_at.timestamp(),
-            segment=self.segment,
-            ticket_id=self.ticket_id,
-            channel=self.channel,
-            priority=self.priority,
-            handle_seconds=self.handle_seconds,
-        )
 
 
 class SurveyEventModel(BaseEventModel):
@@ -274,19 +239,6 @@ class SurveyEventModel(BaseEventModel):
             )
         return score
 
-    def to_event(self) -> Event:
-        """The engine's ``Event`` for this survey response."""
-        return Event(
-            event_id=self.event_id,
-            customer_id=self.customer_id,
-            type=self.type,
-            occurred_at=self.occurred_at.timestamp(),
-            segment=self.segment,
-            survey=self.survey,
-            score=self.score,
-            comment=self.comment,
-        )
-
 
 class SubscriptionEventModel(BaseEventModel):
     """A trial started, or a subscription converted, renewed or was cancelled."""
@@ -300,17 +252,6 @@ class SubscriptionEventModel(BaseEventModel):
     plan: Text64 | None = None
     mrr: NonNegative | None = Field(default=None, description="Monthly recurring revenue.")
 
-    def to_event(self) -> Event:
-        """The engine's ``Event`` for this subscription event."""
-        return Event(
-            event_id=self.event_id,
-            customer_id=self.customer_id,
-            type=self.type,
-            occurred_at=self.occurred_at.timestamp(),
-            segment=self.segment,
-            plan=self.plan,
-            mrr=self.mrr,
-        )
 
 
 _MODELS: Final = (
