@@ -177,9 +177,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def read_truth(path: Path) -> list[TruthRow]:
-    """Truth rows from JSON Lines (``customer_id``, ``churned``, ``churned_at``; extras kept)."""
-    rows: list[TruthRow] = []
+def _json_lines(path: Path, needed: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``path:line``, object) for each non-blank line; a line that is not an object
+    raises ``EvaluationInputError`` saying which fields are ``needed``."""
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -187,36 +187,43 @@ def read_truth(path: Path) -> list[TruthRow]:
             where = f"{path}:{lineno}"
             try:
                 obj = orjson.loads(line)
-                cid, churned, at = obj["customer_id"], obj["churned"], obj.get("churned_at")
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                raise EvaluationInputError(
-                    f"{where}: need customer_id, churned, churned_at ({exc})") from exc
-            if not isinstance(cid, str) or not isinstance(churned, bool):
-                raise EvaluationInputError(f"{where}: customer_id must be a string, "
-                                           "churned a boolean")
-            if churned and at is None:
-                raise EvaluationInputError(f"{where}: churned is true but churned_at is null")
-            rows.append(TruthRow(cid, churned, _parse_time(at, where) if at else None,
-                                 obj.get("fate"), obj.get("segment")))
+            except orjson.JSONDecodeError as exc:
+                raise EvaluationInputError(f"{where}: need {needed} ({exc})") from exc
+            if not isinstance(obj, dict):
+                raise EvaluationInputError(f"{where}: need {needed} (not an object)")
+            yield where, obj
+
+
+def read_truth(path: Path) -> list[TruthRow]:
+    """Truth rows from JSON Lines (``customer_id``, ``churned``, ``churned_at``; extras kept)."""
+    needed = "customer_id, churned, churned_at"
+    rows: list[TruthRow] = []
+    for where, obj in _json_lines(path, needed):
+        try:
+            cid, churned, at = obj["customer_id"], obj["churned"], obj.get("churned_at")
+        except KeyError as exc:
+            raise EvaluationInputError(f"{where}: need {needed} ({exc!r})") from exc
+        if not isinstance(cid, str) or not isinstance(churned, bool):
+            raise EvaluationInputError(f"{where}: customer_id must be a string, "
+                                       "churned a boolean")
+        if churned and at is None:
+            raise EvaluationInputError(f"{where}: churned is true but churned_at is null")
+        rows.append(TruthRow(cid, churned, _parse_time(at, where) if at else None,
+                             obj.get("fate"), obj.get("segment")))
     return rows
 
 
 def read_alerts(path: Path) -> list[RaisedAlert]:
     """The ``raised`` alerts of an alerts JSON Lines file (``cxstream replay --alerts-out``)."""
+    needed = "state, customer_id, decided_at"
     out: list[RaisedAlert] = []
-    with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = orjson.loads(line)
-                state, cid, at = obj["state"], obj["customer_id"], obj["decided_at"]
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                raise EvaluationInputError(
-                    f"{where}: need state, customer_id, decided_at ({exc})") from exc
-            if state == "raised":
-                out.append(RaisedAlert(cid, _parse_time(at, where), obj.get("kind", "alert")))
+    for where, obj in _json_lines(path, needed):
+        try:
+            state, cid, at = obj["state"], obj["customer_id"], obj["decided_at"]
+        except KeyError as exc:
+            raise EvaluationInputError(f"{where}: need {needed} ({exc!r})") from exc
+        if state == "raised":
+            out.append(RaisedAlert(cid, _parse_time(at, where), obj.get("kind", "alert")))
     return out
 
 
