@@ -36,10 +36,12 @@ def _set_gauge(metrics: ServiceMetrics, newest: dict[tuple[str, str, str], float
                update: MetricUpdate) -> None:
     """Show each metric's newest window on the gauge (labels: metric, segment, window)."""
     seconds = int(update.window_end - update.window_start)
-    labels = (update.metric, update.segment or "all", _WINDOW_LABEL.get(seconds, f"{seconds}s"))
-    if update.value is None or update.window_start < newest.get(labels, float("-inf")):
+    # Not windowed (learned thresholds: every outcome so far, window_start 0): "all".
+    window = "all" if update.window_start == 0 else _WINDOW_LABEL.get(seconds, f"{seconds}s")
+    labels = (update.metric, update.segment or "all", window)
+    if update.value is None or update.window_end < newest.get(labels, float("-inf")):
         return
-    newest[labels] = update.window_start
+    newest[labels] = update.window_end
     metrics.metric_value.labels(*labels).set(update.value)
 
 

@@ -23,10 +23,12 @@ from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
 from cxstream.events import Event
 from cxstream.metrics import MetricDelta
+from cxstream.participation import ParticipationModel
 from cxstream.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.scoring import HealthSnapshot
 
-__all__ = ["CLOCK_SAVE_EVERY", "POISON_ATTEMPTS", "Scorer", "clock_key", "route_deltas"]
+__all__ = ["CLOCK_SAVE_EVERY", "POISON_ATTEMPTS", "Scorer", "clock_key", "model_key",
+           "route_deltas"]
 
 log = logging.getLogger(__name__)
 # A deterministic failure fails every time; a transient one (memory, a store
@@ -40,6 +42,11 @@ CLOCK_SAVE_EVERY = 100
 def clock_key(partition: int) -> str:
     """Key of a partition's saved clock in the clocks table."""
     return str(partition)
+
+
+def model_key(partition: int) -> str:
+    """Key of a partition's learned participation model in the clocks table."""
+    return f"participation:{partition}"
 
 
 def route_deltas(deltas: list[MetricDelta]) -> dict[bytes, list[list[Any]]]:
@@ -112,7 +119,10 @@ class Scorer:
             clock = (StreamClock.from_dict(orjson.loads(saved),
                                            self.engine.config.allowed_lateness_seconds)
                      if saved is not None else None)
-            proc = PartitionProcessor.restore(self.engine, store, clock)
+            model = self.clocks.get(model_key(partition))
+            proc = PartitionProcessor.restore(
+                self.engine, store, clock,
+                ParticipationModel.from_dict(orjson.loads(model)) if model is not None else None)
             for st in store.values():
                 if "at_risk" in st.episodes:
                     self.note_risk(self.engine.snapshot(st))
@@ -204,6 +214,9 @@ class Scorer:
         for route, rows in route_deltas(out.metrics).items():
             await topics.deltas.send(key=route, value=orjson.dumps(rows))
         self._save_clock(message.partition, proc)
+        if proc.model.dirty:  # outcomes are rare; the model is saved with each one
+            self.clocks[model_key(message.partition)] = orjson.dumps(proc.model.to_dict())
+            proc.model.dirty = False
         if proc.clock.watermark > -math.inf:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -9,9 +10,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from cxstream.agents.security import kafka_options
+from cxstream.errors import CxStreamError
 from cxstream.settings import Settings
 
-__all__ = ["format_alert", "tail_alerts"]
+__all__ = ["format_alert", "latest_metric", "tail_alerts"]
 
 _MARK = {"raised": "!", "escalated": "!!", "resolved": "ok"}
 
@@ -49,3 +51,41 @@ async def tail_alerts(settings: Settings, *, from_beginning: bool = False,
     finally:
         await consumer.stop()
     return seen
+
+
+async def latest_metric(settings: Settings, metric: str,
+                        timeout: float = 30.0) -> dict[str | None, dict[str, Any]]:
+    """The newest update of ``metric`` per segment on the metrics topic (read to its end)."""
+    consumer = AIOKafkaConsumer(
+        settings.topic("metrics"),
+        **kafka_options(settings),
+        group_id=None,  # every partition, no offsets committed
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    latest: dict[str | None, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        ends: dict[Any, int] | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                for msg in msgs:
+                    update = orjson.loads(msg.value) if msg.value is not None else {}
+                    if update.get("metric") != metric:
+                        continue
+                    seg = update.get("segment")
+                    if seg not in latest or update["window_end"] >= latest[seg]["window_end"]:
+                        latest[seg] = update
+            assigned = consumer.assignment()
+            if ends is None and assigned:
+                ends = await consumer.end_offsets(list(assigned))
+            if ends is not None:
+                positions = [await consumer.position(tp) for tp in ends]
+                if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
+                    return latest
+        raise CxStreamError(f"could not read {settings.topic('metrics')} to its end "
+                            f"within {timeout:g}s")
+    finally:
+        await consumer.stop()

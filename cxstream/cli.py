@@ -1,4 +1,4 @@
-"""The ``cxstream`` command: worker, replay, publish, alerts tail, broker, schemas, demo.
+"""The ``cxstream`` command: worker, replay, publish, alerts tail, thresholds, broker, demo…
 
 Settings are read here, once (``Settings.from_env``), and passed down; Kafka and
 Faust modules are imported only by the subcommands that need them, so
@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_parser(sub)
     add_evaluate_parser(sub)
+    from cxstream.thresholdscmd import add_thresholds_parser
+
+    add_thresholds_parser(sub)
     try:
         from cxstream.bench import add_bench_parser
     except ImportError:  # pragma: no cover - bench lands separately

@@ -19,7 +19,7 @@ DAY_SECONDS = 86_400.0
 WEIGHT_NAMES = ("inactivity", "decay", "email", "support", "feedback", "alive")
 ALERT_KINDS = (
     "inactivity", "engagement_decay", "email_disengagement", "support_friction",
-    "feedback", "at_risk", "score_drop",
+    "feedback", "at_risk", "score_drop", "participation",
 )
 
 
@@ -52,6 +52,8 @@ class Profile:
     csat_low_max: float = 2.0
     ces_high_min: float = 5.0
     score_fall_points: float = 3.0
+    # Learned participation threshold: warn this many active days (of 28) above it.
+    participation_margin_days: int = 2
     # Health score bands (hysteresis), score drop, episode hygiene.
     at_risk_enter: float = 40.0
     at_risk_exit: float = 55.0
@@ -88,6 +90,8 @@ class Profile:
             problems.append("decay_resolve_pct must be below decay_raise_pct")
         if not self.at_risk_critical < self.at_risk_enter < self.at_risk_exit:
             problems.append("need at_risk_critical < at_risk_enter < at_risk_exit")
+        if not 0 <= self.participation_margin_days <= 27:
+            problems.append("participation_margin_days must be within 0..27")
         if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
             problems.append("weights must be >= 0 and not all 0")
         if problems:

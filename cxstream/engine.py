@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cxstream import episodes, measures, signals
+from cxstream import episodes, measures, participation, signals
 from cxstream.alerts import Alert
 from cxstream.config import DAY_SECONDS, EngineConfig
 from cxstream.events import Event
 from cxstream.metrics import MetricDelta
+from cxstream.participation import ParticipationModel
 from cxstream.scoring import HealthSnapshot, health
 from cxstream.state import CustomerState
 
@@ -89,9 +90,15 @@ class Engine:
         self.suppressed = 0
 
     def apply(
-        self, state: CustomerState | None, event: Event, watermark: float | None
+        self, state: CustomerState | None, event: Event, watermark: float | None,
+        model: ParticipationModel | None = None,
     ) -> Decision:
-        """Accept one (not late) event: dedupe, count, queue, and settle up to ``watermark``."""
+        """Accept one (not late) event: dedupe, count, queue, and settle up to ``watermark``.
+
+        ``model``: the partition's learned participation thresholds (see
+        ``participation.py``); without one, participation is neither learned
+        nor alerted on.
+        """
         t = event.occurred_at
         st = state
         if st is None:
@@ -101,7 +108,8 @@ class Engine:
         fingerprint = event_id_hash(event.event_id)
         if fingerprint in st.recent_ids:
             return Decision(st, duplicate=True)
-        alerts, deltas = self.advance(st, watermark) if watermark is not None else ([], [])
+        alerts, deltas = (self.advance(st, watermark, model) if watermark is not None
+                          else ([], []))
 
         st.recent_ids.append(fingerprint)
         if len(st.recent_ids) > self.config.dedupe_ids:
@@ -116,10 +124,11 @@ class Engine:
         bisect.insort(st.pending, event_row(event, fingerprint, self.config.include_comments))
         if len(st.pending) > MAX_PENDING:
             # A flood with no watermark progress: settle the oldest early to stay bounded.
-            self._settle_row(st, st.pending.pop(0), alerts, deltas)
+            self._settle_row(st, st.pending.pop(0), alerts, deltas, model)
         return Decision(st, alerts, deltas)
 
-    def advance(self, st: CustomerState, watermark: float
+    def advance(self, st: CustomerState, watermark: float,
+                model: ParticipationModel | None = None
                 ) -> tuple[list[Alert], list[MetricDelta]]:
         """Settle a customer up to ``watermark`` (idempotent): the alerts and metric deltas."""
         alerts: list[Alert] = []
@@ -131,19 +140,22 @@ class Engine:
         # Strictly before the watermark: an event exactly at it may still arrive,
         # and is settled with its peers at the next advance, whatever the order.
         while pending and pending[0][0] < watermark:
-            self._settle_row(st, pending.pop(0), alerts, deltas)
-        self._run_deadlines(st, watermark, alerts, deltas)
+            self._settle_row(st, pending.pop(0), alerts, deltas, model)
+        self._run_deadlines(st, watermark, alerts, deltas, model)
         return alerts, deltas
 
     def _settle_row(self, st: CustomerState, row: list[Any], alerts: list[Alert],
-                    deltas: list[MetricDelta]) -> None:
+                    deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
         t = float(row[0])
-        self._run_deadlines(st, t, alerts, deltas)
+        self._run_deadlines(st, t, alerts, deltas, model)
         deltas.extend(measures.event_deltas(st, row, self.config))
         signals.apply_event(st, row, self._profile(st))
-        if row[2] == _CANCELLED and st.episodes:
-            alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
-        self._evaluate(st, t, alerts, deltas)
+        if row[2] == _CANCELLED:
+            if model is not None:
+                self._label_snapshots(st, t, model, deltas, churned=True)
+            if st.episodes:
+                alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
+        self._evaluate(st, t, alerts, deltas, model)
 
     def snapshot(self, st: CustomerState) -> HealthSnapshot:
         """The customer's health as of its last evaluation, with the inputs behind it."""
@@ -172,17 +184,48 @@ class Engine:
         return self.config.profile_for(st.segment)
 
     def _run_deadlines(self, st: CustomerState, until: float, alerts: list[Alert],
-                       deltas: list[MetricDelta]) -> None:
+                       deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
         prof = self._profile(st)
         while True:
             after = st.evaluated_at if st.evaluated_at is not None else -math.inf
             deadline = signals.next_deadline(st, prof, after)
             if deadline is None or deadline >= until:  # at ``until`` itself: the caller's turn
                 return
-            self._evaluate(st, deadline, alerts, deltas)
+            self._evaluate(st, deadline, alerts, deltas, model)
+
+    def _label_snapshots(self, st: CustomerState, t: float, model: ParticipationModel,
+                         deltas: list[MetricDelta], churned: bool) -> None:
+        """Label participation snapshots: all of them (``churned``) or the matured ones."""
+        keep = []
+        horizon = participation.HORIZON_DAYS * DAY_SECONDS
+        for snap in st.part_snaps:
+            if churned or t - snap[0] > horizon:
+                level = int(snap[1])
+                model.add(st.segment, level, churned, t)
+                deltas.extend(measures.participation_deltas(st, level, churned, t))
+            else:
+                keep.append(snap)
+        st.part_snaps = keep
+
+    def _participation(self, st: CustomerState, t: float, model: ParticipationModel,
+                       deltas: list[MetricDelta]) -> signals.Observation:
+        """Label and take snapshots, then compare participation with the learned threshold."""
+        if st.part_snaps:
+            self._label_snapshots(st, t, model, deltas, churned=False)
+        tenure_days = (t - st.first_seen_at) / DAY_SECONDS
+        if tenure_days < participation.WINDOW_DAYS or st.cancelled_at is not None:
+            return participation.inactive()
+        level = participation.participation_days(st, t)
+        if st.part_next is None or t >= st.part_next:
+            st.part_snaps.append([t, level])
+            del st.part_snaps[:-participation.MAX_SNAPSHOTS]
+            st.part_next = t + participation.SNAPSHOT_EVERY_DAYS * DAY_SECONDS
+        learned = model.threshold(st.segment, t)
+        return participation.observe(level, learned, self._profile(st),
+                                     "participation" in st.episodes)
 
     def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert],
-                  deltas: list[MetricDelta]) -> None:
+                  deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
         prof = self._profile(st)
         weeks = signals.week_counts(st, t)
         inputs = signals.score_inputs(st, t, prof, weeks)
@@ -200,6 +243,8 @@ class Engine:
         while hist and hist[0][0] <= day - prof.score_drop_days:
             del hist[0]
         observations = signals.observe(st, t, prof, score, inputs, weeks)
+        observations["participation"] = (self._participation(st, t, model, deltas)
+                                         if model is not None else participation.inactive())
         for kind in prof.alert_kinds:
             alert, suppressed = episodes.transition(st, kind, observations[kind], t, score, prof)
             if alert is not None:

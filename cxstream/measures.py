@@ -16,7 +16,7 @@ from cxstream.events import ACTIVITY_TYPES, EVENT_TYPES
 from cxstream.metrics import MetricDelta, rolling_windows, window_of
 from cxstream.state import CustomerState
 
-__all__ = ["at_risk_delta", "event_deltas"]
+__all__ = ["at_risk_delta", "event_deltas", "participation_deltas"]
 
 _CAP = 8  # ticket records kept per customer
 
@@ -82,6 +82,20 @@ def at_risk_delta(st: CustomerState, t: float, cfg: EngineConfig) -> list[Metric
     o = _Out(cfg, st.segment)
     o.add("at_risk_raised", t, 1.0, rolling=False)
     return o.out
+
+
+def participation_deltas(st: CustomerState, level: int, churned: bool, t: float
+                         ) -> list[MetricDelta]:
+    """A labelled participation snapshot, for the pooled thresholds (all time, not windowed).
+
+    ``numerator``: 1 if the snapshot was followed by churn; ``sample``: its
+    participation level; ``denominator``: the event time it was labelled at.
+    """
+    num = 1.0 if churned else 0.0
+    out = [MetricDelta("participation", None, 0.0, 0, num, t, float(level))]
+    if st.segment is not None:
+        out.append(MetricDelta("participation", st.segment, 0.0, 0, num, t, float(level)))
+    return out
 
 
 def _active(st: CustomerState, t: float, o: _Out) -> None:

@@ -19,11 +19,13 @@ days before it; retention = 1 − churn.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from cxstream.alerts import rfc3339
+from cxstream.participation import LEVELS, learn
 
 __all__ = [
     "AGGREGATORS",
@@ -167,6 +169,38 @@ class Quantiles:
                 (f"{self.prefix}_p90_seconds", float(acc.get_quantile(0.9)), n)]
 
 
+class Thresholds:
+    """The pooled participation histogram of a segment and the threshold it supports.
+
+    Accumulator ``[churned by level, observed by level, latest labelling time]``
+    (see ``measures.participation_deltas``); not windowed: it covers every
+    outcome so far, and the update's window ends with the latest one's day.
+    """
+
+    name = "participation_threshold_days"
+
+    @staticmethod
+    def initialize() -> Any:
+        return [[0] * LEVELS, [0] * LEVELS, 0.0]
+
+    @staticmethod
+    def agg(acc: Any, d: MetricDelta) -> Any:
+        level = int(d.sample or 0)
+        acc[1][level] += 1
+        if d.numerator:
+            acc[0][level] += 1
+        acc[2] = max(acc[2], d.denominator)
+        return acc
+
+    def outputs(self, acc: Any) -> list[Output]:
+        learned = learn(acc[0], acc[1])
+        return [(self.name, None if learned is None else float(learned.days), sum(acc[1]))]
+
+    @staticmethod
+    def window_end(acc: Any, start: float, seconds: int) -> float:
+        return window_of(acc[2], DAY) + DAY
+
+
 AGGREGATORS: Final[dict[str, Any]] = {
     "active_customers": Count("active_customers"),
     "email_open_rate": Ratio("email_open_rate"),
@@ -179,6 +213,7 @@ AGGREGATORS: Final[dict[str, Any]] = {
     "cancellations": Count("cancellations"),
     "trial_to_paid": Ratio("trial_to_paid_rate"),
     "at_risk_raised": Count("at_risk_raised"),
+    "participation": Thresholds(),
 }
 
 
@@ -186,6 +221,8 @@ def encode_acc(metric: str, acc: Any) -> bytes:
     """An accumulator as bytes for the metrics agent's table."""
     if isinstance(AGGREGATORS[metric], Quantiles):
         return b"K" + base64.b64encode(acc.serialize())
+    if isinstance(AGGREGATORS[metric], Thresholds):
+        return b"H" + json.dumps(acc, separators=(",", ":")).encode()
     return f"{acc[0]!r},{acc[1]!r}".encode()
 
 
@@ -195,6 +232,8 @@ def decode_acc(metric: str, raw: bytes) -> Any:
         from datasketches import kll_floats_sketch
 
         return kll_floats_sketch.deserialize(base64.b64decode(raw[1:]))
+    if raw[:1] == b"H":
+        return json.loads(raw[1:])
     num, den = raw.decode().split(",")
     return [float(num), float(den)]
 
@@ -205,9 +244,11 @@ def window_of(ts: float, window_seconds: int) -> float:
 
 
 def _update(metric: str, segment: str | None, start: float, seconds: int,
-            out: Output) -> MetricUpdate:
+            out: Output, acc: Any) -> MetricUpdate:
     name, value, sample = out
-    return MetricUpdate(name, segment, start, start + seconds, value, sample)
+    agg = AGGREGATORS[metric]
+    end = agg.window_end(acc, start, seconds) if hasattr(agg, "window_end") else start + seconds
+    return MetricUpdate(name, segment, start, end, value, sample)
 
 
 class MetricBook:
@@ -231,7 +272,7 @@ class MetricBook:
         acc = agg.agg(acc if acc is not None else agg.initialize(), delta)
         self.store[key] = acc
         updates = [_update(delta.metric, delta.segment, delta.window_start,
-                           delta.window_seconds, o) for o in agg.outputs(acc)]
+                           delta.window_seconds, o, acc) for o in agg.outputs(acc)]
         updates.extend(self._derived(delta))
         return updates
 
@@ -272,8 +313,9 @@ class MetricBook:
         final: dict[tuple[str, str | None, float, float], MetricUpdate] = {}
         for key in list(self.store):
             metric, seg, start, seconds = key
-            for o in AGGREGATORS[metric].outputs(self.store[key]):
-                u = _update(metric, seg, start, seconds, o)
+            acc = self.store[key]
+            for o in AGGREGATORS[metric].outputs(acc):
+                u = _update(metric, seg, start, seconds, o, acc)
                 final[(u.metric, u.segment, u.window_start, u.window_end)] = u
             probe = MetricDelta(metric, seg, start, seconds, 0.0)
             for u in self._derived(probe):

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxstream.alerts import Alert
+from cxstream.config import DAY_SECONDS
 from cxstream.engine import Engine, event_id_hash
 from cxstream.events import Event
 from cxstream.metrics import MetricDelta
+from cxstream.participation import ParticipationModel
 from cxstream.scoring import HealthSnapshot
 from cxstream.state import CustomerState, StateStore
 
@@ -99,20 +101,22 @@ class Outcome:
 class PartitionProcessor:
     """Applies a partition's events in arrival order and sweeps due customers."""
 
-    __slots__ = ("_due", "_scheduled", "clock", "engine", "store", "track_health")
+    __slots__ = ("_due", "_scheduled", "clock", "engine", "model", "store", "track_health")
 
     def __init__(self, engine: Engine, store: StateStore, clock: StreamClock,
-                 track_health: bool = True) -> None:
+                 track_health: bool = True, model: ParticipationModel | None = None) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
+        # What this partition's customers taught about participation and churn.
+        self.model = model if model is not None else ParticipationModel()
         self.track_health = track_health  # the worker publishes health; replay reads it at the end
         self._due: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
 
     @classmethod
-    def restore(cls, engine: Engine, store: StateStore,
-                clock: StreamClock | None = None) -> PartitionProcessor:
+    def restore(cls, engine: Engine, store: StateStore, clock: StreamClock | None = None,
+                model: ParticipationModel | None = None) -> PartitionProcessor:
         """Rebuild the due heap from stored states, with the clock saved with them.
 
         Without a saved clock the watermark restarts at the highest point any
@@ -122,7 +126,7 @@ class PartitionProcessor:
         """
         lateness = engine.config.allowed_lateness_seconds
         floor = -math.inf
-        proc = cls(engine, store, clock or StreamClock(lateness))
+        proc = cls(engine, store, clock or StreamClock(lateness), model=model)
         for st in store.values():
             if st.settled_at is not None and st.settled_at > floor:
                 floor = st.settled_at
@@ -149,7 +153,7 @@ class PartitionProcessor:
             return Outcome(duplicate=True)
         if event.occurred_at < wm:
             return Outcome(late=True)
-        decision = self.engine.apply(state, event, wm if wm > -math.inf else None)
+        decision = self.engine.apply(state, event, wm if wm > -math.inf else None, self.model)
         if decision.duplicate:
             return Outcome(duplicate=True)
         if position is not None:
@@ -160,6 +164,13 @@ class PartitionProcessor:
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
         new_wm = self.clock.observe(source, event.occurred_at, caught_up)
         if new_wm > wm:
+            if wm > -math.inf:
+                # A day at a time: every outcome of a day is learned before any
+                # decision of the next (participation.py), whatever the arrival order.
+                day_end = (wm // DAY_SECONDS + 1) * DAY_SECONDS
+                while day_end < new_wm:
+                    self.sweep(day_end, out)
+                    day_end += DAY_SECONDS
             self.sweep(new_wm, out)
         return out
 
@@ -187,7 +198,7 @@ class PartitionProcessor:
             if real is None or real >= watermark:
                 self._schedule(customer_id, real)  # activity moved it on; no write needed
                 continue
-            found, deltas = self.engine.advance(st, watermark)
+            found, deltas = self.engine.advance(st, watermark, self.model)
             alerts.extend(found)
             out.metrics.extend(deltas)
             self._note_health(st, out.health)

@@ -79,6 +79,9 @@ class CustomerState:
     feedback: dict[str, list[Any]] = field(default_factory=dict)
     # subscription
     cancelled_at: float | None = None
+    # participation snapshots awaiting their outcome: [taken at, active days of 28]
+    part_snaps: list[list[float]] = field(default_factory=list)
+    part_next: float | None = None  # when the next snapshot is due
     # score and alerts
     score: float | None = None
     score_hist: list[list[float]] = field(default_factory=list)

@@ -391,3 +391,23 @@ async def test_events_redelivered_after_a_rebalance_are_duplicates_not_dead_lett
     assert harness.dead_letters() == []
     assert harness.deltas() == deltas
     assert harness.sample("cxstream_duplicate_events_total") == len(events)
+
+
+async def test_the_learned_participation_model_is_saved_and_restored_with_the_partition(
+    service: Service, harness: Harness
+) -> None:
+    from cxstream.agents.scoring import model_key
+    from tests.unit.test_participation import cohort
+
+    async with service.score_events.test_context() as agent:
+        for ev in cohort(6) + [login("clock", 120, 9)]:
+            await harness.score(agent, ev)
+        learned = service.scorer.processors[0].model.to_dict()
+        saved = service.scorer.clocks.get(model_key(0))
+        service.scorer.forget()  # a rebalance: the processor is rebuilt from the tables
+        await harness.score(agent, login("clock", 121, 9))
+        restored = service.scorer.processors[0].model.to_dict()
+
+    assert sum(sum(c) for c, _o in learned["frozen"].values()) > 0  # outcomes were learned
+    assert saved is not None and orjson.loads(saved) == learned
+    assert restored["frozen"] == learned["frozen"]

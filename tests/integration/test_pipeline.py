@@ -234,3 +234,78 @@ def _wait(check: Any, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.5)
     return bool(check())
+
+
+def staggered_cohort(n: int, partitions: int) -> list[Event]:
+    """``n`` customers who taper off and cancel (starting two days apart), ``n`` who stay
+    active daily, and a late login on every partition so each one settles everything."""
+    events: list[Event] = []
+    for i in range(n):
+        s = 2 * i
+        leaver, stayer = f"leave-{i:02d}", f"stay-{i:02d}"
+        days = list(range(s, s + 30)) + list(range(s + 30, s + 50, 6))
+        events += [Event(f"{leaver}-{d}", leaver, "login", T0 + d * DAY + 9 * 3600,
+                         segment="starter") for d in days]
+        events.append(Event(f"{leaver}-bye", leaver, "subscription.cancelled",
+                            T0 + (s + 50 + i % 7) * DAY + 12 * 3600, segment="starter"))
+        events += [Event(f"{stayer}-{d}", stayer, "login", T0 + d * DAY + 8 * 3600,
+                         segment="starter") for d in range(2 * n + 60)]
+    part = partitioner_for(partitions)
+    clocks: dict[int, str] = {}
+    i = 0
+    while len(clocks) < partitions:
+        clocks.setdefault(part(f"clock-{i}"), f"clock-{i}")
+        i += 1
+    events += [Event(f"{cid}-end", cid, "login", T0 + (2 * n + 200) * DAY)
+               for cid in clocks.values()]
+    return sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+
+
+def test_the_worker_learns_the_participation_thresholds_replay_learns(
+    full_settings: Settings, tmp_path: Path, worker_factory: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import settings_env
+
+    settings = full_settings
+    path = tmp_path / "cohort.jsonl"
+    path.write_bytes(b"".join(event_to_json(e) + b"\n"
+                              for e in staggered_cohort(24, settings.topic_partitions)))
+    replayed = replay_file(settings, path)
+    # The newest threshold per segment (the topic also keeps one key per day before it).
+    want = {u.segment: u.to_dict() for u in replayed.metrics.latest()
+            if u.metric == "participation_threshold_days"}
+    final = want[None]
+    assert final["value"] is not None, want
+    want_alerts = sorted(orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)
+                         for a in replayed.alerts)
+
+    run(publish_file(settings, path))
+    worker_factory(settings)
+
+    def newest(records: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+        latest: dict[Any, dict[str, Any]] = {}
+        for r in records:
+            if r["metric"] == "participation_threshold_days" and (
+                    r["segment"] not in latest
+                    or r["window_end"] >= latest[r["segment"]]["window_end"]):
+                latest[r["segment"]] = r
+        return latest
+
+    records = run(read_topic(settings.kafka_bootstrap, settings.topic("metrics"),
+                             until=lambda r: newest(r) == want, timeout=120))
+    assert newest(records) == want
+    alerts = run(read_topic(settings.kafka_bootstrap, settings.topic("alerts"),
+                            until=lambda r: len(r) >= len(want_alerts), timeout=60))
+    assert sorted(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in alerts) == want_alerts
+
+    # What an analyst runs: `cxstream thresholds` reads the same value off the topic.
+    proc = subprocess.run([sys.executable, "-m", "cxstream.cli", "thresholds"],
+                          env=settings_env(settings), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    row = next((line for line in out.splitlines() if line.startswith("(all)")), out)
+    assert f"{int(final['value'])}/28 d" in row, out
