@@ -31,16 +31,16 @@ class TableStore:
         raw = self.table.get(customer_id)
         if raw is None:
             return None
-        return CustomerState.from_dict(orjson.loads(raw))
+        return CustomerState.from_wire(orjson.loads(raw))
 
     def put(self, state: CustomerState) -> None:
-        self.table[state.customer_id] = orjson.dumps(state.to_dict())
+        self.table[state.customer_id] = orjson.dumps(state.to_wire())
 
     def values(self) -> Iterator[CustomerState]:
         for key, raw in list(self.table.items()):
             customer_id = key.decode() if isinstance(key, bytes) else key
             if self._belongs is None or self._belongs(customer_id):
-                yield CustomerState.from_dict(orjson.loads(raw))
+                yield CustomerState.from_wire(orjson.loads(raw))
 
 
 class AccumulatorTable(MutableMapping[MetricKey, Any]):

@@ -477,7 +477,7 @@ def state_sizes(replayer: Any) -> dict[str, Any]:
     deep: list[int] = []
     for store in replayer.stores:
         for i, st in enumerate(store.values()):
-            sizes.append(len(orjson.dumps(st.to_dict())))
+            sizes.append(len(orjson.dumps(st.to_wire())))
             if i % 10 == 0:
                 deep.append(deep_sizeof(st))
     if not sizes:
@@ -1068,7 +1068,7 @@ def _memory_child(customers: int, per_customer: int, time_limit: float, partitio
     rng = random.Random(1)
     states = [st for store in replayer.stores for st in store.values()]
     sample = rng.sample(states, min(2000, len(states))) if states else []
-    ser = sorted(len(orjson.dumps(st.to_dict())) for st in sample)
+    ser = sorted(len(orjson.dumps(st.to_wire())) for st in sample)
     deep = sorted(deep_sizeof(st) for st in sample)
     print(json.dumps({
         "customers_requested": customers,

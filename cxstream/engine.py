@@ -38,6 +38,7 @@ __all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
 # state at most, transiently) and only bounds a flood.
 MAX_PENDING = 256
 _CANCELLED = signals.TYPE_CODE["subscription.cancelled"]
+_KIND_CODE = {kind: i for i, kind in enumerate(signals.KINDS)}  # short, for ``published``
 
 
 def event_id_hash(event_id: str) -> int:
@@ -166,7 +167,7 @@ class Engine:
     def changed_health(self, st: CustomerState) -> HealthSnapshot | None:
         """A snapshot if the rounded score or the open alerts changed since the last one."""
         key = [None if st.score is None else round(st.score),
-               sorted(f"{k}:{ep.severity}" for k, ep in st.episodes.items())]
+               sorted(f"{_KIND_CODE[k]}{ep.severity[0]}" for k, ep in st.episodes.items())]
         if key == st.published or st.score is None:
             return None
         st.published = key
@@ -231,7 +232,7 @@ class Engine:
         inputs = signals.score_inputs(st, t, prof, weeks)
         score = health(inputs, prof.weights)
         st.score = score
-        day = float(t // DAY_SECONDS)
+        day = int(t // DAY_SECONDS)
         hist = st.score_hist
         # A new customer's score moves as its first data arrives; drops count once
         # the customer has a score_drop_days history.

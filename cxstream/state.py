@@ -4,12 +4,13 @@ One ``CustomerState`` per customer, bounded whatever the history length:
 recent ids, pending events, open tickets, reopen and repeat-contact times and
 the score history are capped lists; daily activity is a 35-day ring; email
 engagement is exponentially decayed. The streaming worker stores it in a
-changelogged Faust table (as ``to_dict`` JSON); replay keeps it in a dict.
+changelogged Faust table (as ``to_wire`` JSON); replay keeps it in a dict.
 Both go through ``StateStore``.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -93,22 +94,53 @@ class CustomerState:
     # message at or below it is a repeat, however old.
     positions: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for the changelogged table (the ring packed, one int a day)."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in _FIELDS}
-        out["episodes"] = {k: v.to_list() for k, v in self.episodes.items()}
-        out["counted"] = {str(k): v for k, v in self.counted.items()}
-        out["ring"] = [min(a, 255) | min(b, 255) << 8 | min(c, 255) << 16 for a, b, c in self.ring]
+    def to_wire(self) -> list[Any]:
+        """Compact JSON-able form for the changelogged table (see ``from_wire``).
+
+        Positional (no field names), the daily ring and the recent event ids
+        packed as base64 bytes, each ticket id written once: a busy customer
+        stays under 2 KB (tests/unit/test_engine.py measures it).
+        """
+        ids = list(dict.fromkeys([*self.tickets, *self.open_tickets]))
+        index = {tid: i for i, tid in enumerate(ids)}
+        out: list[Any] = [WIRE_VERSION]
+        for f in _FIELDS:
+            out.append(getattr(self, f.name))
+        out.append({k: v.to_list() for k, v in self.episodes.items()})
+        out.append([[k, v] for k, v in self.counted.items()])
+        out.append(_b64(b"".join(bytes((min(a, 255), min(b, 255), min(c, 255)))
+                                 for a, b, c in self.ring)))
+        out.append(_b64(b"".join(x.to_bytes(_ID_BYTES, "big") for x in self.recent_ids)))
+        out.append(ids)
+        out.append([[index[k], *v] for k, v in self.tickets.items()])
+        # An open ticket's time is usually its opening time, already in ``tickets``.
+        out.append([[index[k]] if k in self.tickets and self.tickets[k][0] == v
+                    else [index[k], v] for k, v in self.open_tickets.items()])
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CustomerState:
-        """Inverse of ``to_dict``."""
-        st = cls(**{k: v for k, v in d.items() if k not in _PACKED})
-        st.episodes = {k: Episode(v[0], v[1], v[2]) for k, v in d["episodes"].items()}
-        st.counted = {int(k): float(v) for k, v in d["counted"].items()}
-        st.ring = [[x & 255, x >> 8 & 255, x >> 16 & 255] for x in d["ring"]]
+    def from_wire(cls, w: list[Any]) -> CustomerState:
+        """Inverse of ``to_wire``."""
+        if not w or w[0] != WIRE_VERSION:
+            raise ValueError(f"unknown customer state format {w[:1]!r}")
+        n = len(_FIELDS)
+        st = cls(**{f.name: v for f, v in zip(_FIELDS, w[1:n + 1], strict=True)})
+        episodes, counted, ring, recent, ids, tickets, open_tickets = w[n + 1:]
+        st.episodes = {k: Episode(v[0], v[1], v[2]) for k, v in episodes.items()}
+        st.counted = {int(k): float(v) for k, v in counted}
+        raw = base64.b64decode(ring)
+        st.ring = [[raw[i], raw[i + 1], raw[i + 2]] for i in range(0, len(raw), 3)]
+        raw = base64.b64decode(recent)
+        st.recent_ids = [int.from_bytes(raw[i:i + _ID_BYTES], "big")
+                         for i in range(0, len(raw), _ID_BYTES)]
+        st.tickets = {ids[i]: rec for i, *rec in tickets}
+        st.open_tickets = {ids[row[0]]: row[1] if len(row) > 1 else st.tickets[ids[row[0]]][0]
+                           for row in open_tickets}
         return st
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
 
 
 class StateStore(Protocol):
@@ -142,5 +174,7 @@ class DictStore:
         return len(self.data)
 
 
-_PACKED = ("episodes", "counted", "ring")
+WIRE_VERSION = 1
+_ID_BYTES = 6  # event id fingerprints are 48-bit (engine.event_id_hash)
+_PACKED = ("episodes", "counted", "ring", "recent_ids", "tickets", "open_tickets")
 _FIELDS = tuple(f for f in fields(CustomerState) if f.name not in _PACKED)

@@ -228,7 +228,7 @@ class Harness:
 
     def customer(self, customer_id: str) -> CustomerState | None:
         raw = self.svc.customers.get(customer_id)
-        return None if raw is None else CustomerState.from_dict(orjson.loads(raw))
+        return None if raw is None else CustomerState.from_wire(orjson.loads(raw))
 
     def sample(self, name: str, **labels: str) -> float:
         """A sample's value; 0 when the labelled child was never touched."""

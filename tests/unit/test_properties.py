@@ -112,7 +112,7 @@ def changelog_copy(store: StateStore) -> DictStore:
     """What a restarted worker reads back: every state through its serialized form."""
     copy = DictStore()
     for state in store.values():
-        copy.put(CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))))
+        copy.put(CustomerState.from_wire(orjson.loads(orjson.dumps(state.to_wire()))))
     return copy
 
 
