@@ -121,8 +121,9 @@ class CustomerState:
     @classmethod
     def from_wire(cls, w: list[Any]) -> CustomerState:
         """Inverse of ``to_wire``."""
-        if not w or w[0] != WIRE_VERSION:
-            raise ValueError(f"unknown customer state format {w[:1]!r}")
+        if not isinstance(w, list) or not w or w[0] != WIRE_VERSION:
+            raise ValueError("not a customer state in wire format "
+                             f"{WIRE_VERSION} (a table from an older cxstream? reset its data)")
         n = len(_FIELDS)
         st = cls(**{f.name: v for f, v in zip(_FIELDS, w[1:n + 1], strict=True)})
         episodes, counted, ring, recent, ids, tickets, open_tickets = w[n + 1:]
