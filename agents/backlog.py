@@ -6,10 +6,19 @@ whose first record has not arrived yet can only be known to have a backlog
 by asking the broker: its end offset against the group's committed offset.
 This asks once per partition per assignment, with its own small consumer
 that joins no group.
+
+The first call starts that consumer, and it is made from the worker's
+``on_rebalance_complete`` handler, which Faust cancels when another rebalance
+begins (two workers starting together). A consumer whose ``start()`` was cut
+short is never kept: it is stopped and the next call starts a fresh one.
+Keeping it broke every later call (``AttributeError`` on its missing fetcher),
+which crashed the worker's table recovery.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -26,6 +35,7 @@ class BacklogProbe:
         self.group_id = group_id
         self.topics = topics
         self._consumer: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()  # one start at a time; callers wait for it
 
     async def __call__(self, partition: int) -> dict[str, int]:
         consumer = await self._ensure()
@@ -41,15 +51,27 @@ class BacklogProbe:
         return backlog
 
     async def _ensure(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                **self.kafka, group_id=self.group_id,
-                enable_auto_commit=False,
-            )
-            await self._consumer.start()
-        return self._consumer
+        async with self._starting:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    **self.kafka, group_id=self.group_id,
+                    enable_auto_commit=False,
+                )
+                try:
+                    await consumer.start()
+                except BaseException:  # cancelled (a new rebalance) or failed: not half-kept
+                    await asyncio.shield(_stop_quietly(consumer))
+                    raise
+                self._consumer = consumer
+            return self._consumer
 
     async def close(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Release what a half-started consumer opened (its client's connections)."""
+    with contextlib.suppress(Exception):
+        await consumer.stop()
