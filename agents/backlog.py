@@ -24,20 +24,36 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["BacklogProbe"]
+__all__ = ["PROBE_TIMEOUT_S", "BacklogProbe"]
+
+# The probe runs inside Faust's table recovery, which keeps the worker's partitions
+# paused until it returns, and aiokafka's ``committed()`` retries for as long as the
+# group coordinator is unavailable. A worker that fails saying so beats one that
+# silently stops consuming.
+PROBE_TIMEOUT_S = 60.0
 
 
 class BacklogProbe:
     """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
 
-    def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str]) -> None:
+    def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str],
+                 timeout: float = PROBE_TIMEOUT_S) -> None:
         self.kafka = kafka
         self.group_id = group_id
         self.topics = topics
+        self.timeout = timeout
         self._consumer: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()  # one start at a time; callers wait for it
 
     async def __call__(self, partition: int) -> dict[str, int]:
+        try:
+            return await asyncio.wait_for(self._ask(partition), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"backlog probe: no answer from the broker about partition {partition} of "
+                f"{self.topics} for group {self.group_id!r} in {self.timeout:g}s") from None
+
+    async def _ask(self, partition: int) -> dict[str, int]:
         consumer = await self._ensure()
         tps = [TopicPartition(t, partition) for t in self.topics]
         ends = await consumer.end_offsets(tps)

@@ -57,3 +57,20 @@ async def test_a_call_cancelled_inside_start_leaves_no_half_started_consumer(
         await asyncio.wait_for(probe(2), 5)
     assert calls == 3
     await probe.close()
+
+
+async def test_a_probe_that_gets_no_answer_fails_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust keeps the worker's partitions paused while the probe runs: a probe that
+    waited forever (a coordinator that never answers) would stall the worker silently."""
+
+    async def never(self: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(aiokafka.client.AIOKafkaClient, "bootstrap", never)
+    probe = BacklogProbe({"bootstrap_servers": "127.0.0.1:9"}, "group", ["t.logins"],
+                         timeout=0.2)
+    with pytest.raises(TimeoutError, match="no answer from the broker about partition 3"):
+        await asyncio.wait_for(probe(3), 5)
+    await probe.close()
