@@ -43,6 +43,25 @@ def _set_gauge(metrics: ServiceMetrics, newest: dict[tuple[str, str, str], float
     metrics.metric_value.labels(*labels).set(update.value)
 
 
+def hold_deliveries_until_recovery_resumes(app: Any) -> None:
+    """Make records fetched from now on wait for Faust's ``flow_control.resume()``.
+
+    Faust (0.15.3, ``Recovery.on_recovery_completed``) sends ``on_rebalance_complete``,
+    resumes the stream partitions, awaits ``perform_seek()`` and only then calls
+    ``flow_control.resume()``, which *clears* every stream queue. When this worker
+    has just restored tables its fetcher is already running, so records of the
+    newly resumed partitions reach the queues during that await and are cleared
+    unprocessed. The seek that would read them again only happens for a partition
+    with a committed offset above 0, so one that its previous owner processed but
+    never committed (a second worker joining within the 2.8 s commit interval) is
+    left at its end: the worker consumes nothing from it, ever. Suspended, the
+    delivery waits in the conductor instead and lands after the clear. Faust
+    suspends flow control itself on every revocation, so nothing else depends on
+    it being active here.
+    """
+    app.flow_control.suspend()
+
+
 class Service(NamedTuple):
     """Everything ``create_app`` built, for the CLI and the tests."""
 
@@ -142,6 +161,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         # len() of a RocksDB table walks every key: once per rebalance, then counted.
         metrics.customers.set(len(customers))
         scorer.ready = True
+        hold_deliveries_until_recovery_resumes(app)
 
     async def score_events(stream: Any) -> None:
         """Every input event: decode, apply to the customer, publish what it decided."""
