@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,6 +101,22 @@ class WorkerProcess:
         kept = [line for line in self.log_path.read_text(errors="replace").splitlines()
                 if not any(s in line for s in skip)]
         return "\n".join(kept[-lines:])
+
+    def stacks(self, wait: float = 3.0, limit: int = 30_000) -> str:
+        """Every thread's stack and every asyncio task of the live worker, from its log.
+
+        ``SIGUSR1`` makes the mode worker under Faust print them (``mode.utils.logging.cry``).
+        """
+        if self.proc.poll() is not None:
+            return "(worker not running)"
+        self._log.flush()
+        start = self.log_path.stat().st_size
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(wait)
+        with self.log_path.open("rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+        return text if len(text) <= limit else text[:limit] + f"\n... ({len(text)} chars)"
 
     def stop(self, sig: int = 15, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:

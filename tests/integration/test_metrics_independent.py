@@ -311,6 +311,20 @@ def _total(worker: WorkerProcess, name: str) -> float:
 _NOISE = ("producer buffer full", "producer flush took")
 
 
+# Faust's own per-partition and per-stream samples: what reached the worker and its streams.
+_FAUST_VIEW = ("faust_messages_received_per_topics_partition", "faust_total_events_per_stream",
+               "faust_total_active_events", "faust_topic_partition_offset_commited",
+               "cxstream_processing_seconds_count")
+
+
+def _faust_view(worker: WorkerProcess) -> str:
+    try:
+        text = worker.scrape()
+    except OSError as exc:
+        return f"(no /metrics: {exc})"
+    return "\n".join(line for line in text.splitlines() if line.startswith(_FAUST_VIEW))
+
+
 def _stall_report(settings: Settings, a: WorkerProcess, b: WorkerProcess, handled: float,
                   sent: int, progress: list[str]) -> str:
     """Why the workers stopped: progress over time, the group as the broker sees it
@@ -319,7 +333,11 @@ def _stall_report(settings: Settings, a: WorkerProcess, b: WorkerProcess, handle
             f"progress: {'; '.join(progress)}\n"
             f"{describe_group(settings)}\n"
             f"--- worker a ({a.log_path}):\n{a.log_tail(80, skip=_NOISE)}\n"
-            f"--- worker b ({b.log_path}):\n{b.log_tail(80, skip=_NOISE)}")
+            f"--- worker b ({b.log_path}):\n{b.log_tail(80, skip=_NOISE)}\n"
+            f"--- worker a, Faust's view:\n{_faust_view(a)}\n"
+            f"--- worker b, Faust's view:\n{_faust_view(b)}\n"
+            f"--- worker a, threads and tasks:\n{a.stacks()}\n"
+            f"--- worker b, threads and tasks:\n{b.stacks()}")
 
 
 @pytest.fixture()
