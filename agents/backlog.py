@@ -53,6 +53,19 @@ class BacklogProbe:
                 f"backlog probe: no answer from the broker about partition {partition} of "
                 f"{self.topics} for group {self.group_id!r} in {self.timeout:g}s") from None
 
+    async def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset of one partition (None: nothing committed)."""
+        async def ask() -> int | None:
+            consumer = await self._ensure()
+            return await consumer.committed(TopicPartition(topic, partition))  # type: ignore[no-any-return]
+
+        try:
+            return await asyncio.wait_for(ask(), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"backlog probe: no answer from the broker about the committed offset of "
+                f"{topic}[{partition}] for group {self.group_id!r} in {self.timeout:g}s") from None
+
     async def _ask(self, partition: int) -> dict[str, int]:
         consumer = await self._ensure()
         tps = [TopicPartition(t, partition) for t in self.topics]
