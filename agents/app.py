@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import faust
 import orjson
+from aiokafka.structs import TopicPartition
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -43,6 +44,42 @@ def _set_gauge(metrics: ServiceMetrics, newest: dict[tuple[str, str, str], float
         return
     newest[labels] = update.window_end
     metrics.metric_value.labels(*labels).set(update.value)
+
+
+async def reread_uncommitted(app: Any, probe: BacklogProbe, topics: list[str]) -> None:
+    """Start every owned stream partition without a committed offset from its beginning.
+
+    Faust (0.15.3) can consume such a partition's records during a table recovery and
+    drop them: when it pauses the restored changelogs ("Done reading from changelog
+    topics") the set of partitions its pending fetch asks for becomes empty, and an
+    empty set makes aiokafka's ``fetched_records`` return *every* buffered partition,
+    including the paused stream partitions it prefetched; Faust then discards the
+    records of partitions it had not asked for. Its ``perform_seek()`` reads them
+    again only from a committed offset above 0, so a partition its previous owner
+    processed but never committed (a second worker joining within the 2.8 s commit
+    interval) was left at its end and never consumed. ``auto_offset_reset`` is
+    ``earliest``: without a commit the beginning is where the partition starts.
+    Records its previous owner applied come again and count as duplicates.
+    """
+    for tp in sorted(app.consumer.assignment()):
+        if tp.topic in topics and not await probe.committed(tp.topic, tp.partition):
+            await app.consumer.seek(TopicPartition(tp.topic, tp.partition), 0)
+
+
+def hold_deliveries_until_recovery_resumes(app: Any) -> None:
+    """Make records fetched from now on wait for Faust's ``flow_control.resume()``.
+
+    Faust (0.15.3, ``Recovery.on_recovery_completed``) sends ``on_rebalance_complete``,
+    resumes the stream partitions, awaits ``perform_seek()`` and only then calls
+    ``flow_control.resume()``, which *clears* every stream queue. When this worker
+    has just restored tables its fetcher is already running, so records of the
+    newly resumed partitions (those ``reread_uncommitted`` just moved back to their
+    beginning among them) can reach the queues during that await and be cleared
+    unprocessed, with nothing to read them again. Suspended, the delivery waits in
+    the conductor instead and lands after the clear. Faust suspends flow control
+    itself on every revocation, so nothing else depends on it being active here.
+    """
+    app.flow_control.suspend()
 
 
 class Service(NamedTuple):
@@ -144,6 +181,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         # len() of a RocksDB table walks every key: once per rebalance, then counted.
         metrics.customers.set(len(customers))
         scorer.ready = True
+        await reread_uncommitted(app, probe, [*settings.input_topics.values(),
+                                              settings.topic("metric-deltas")])
+        hold_deliveries_until_recovery_resumes(app)
 
     async def score_events(stream: Any) -> None:
         """Every input event: decode, apply to the customer, publish what it decided."""

@@ -6,28 +6,67 @@ whose first record has not arrived yet can only be known to have a backlog
 by asking the broker: its end offset against the group's committed offset.
 This asks once per partition per assignment, with its own small consumer
 that joins no group.
+
+The first call starts that consumer, and it is made from the worker's
+``on_rebalance_complete`` handler, which Faust cancels when another rebalance
+begins (two workers starting together). A consumer whose ``start()`` was cut
+short is never kept: it is stopped and the next call starts a fresh one.
+Keeping it broke every later call (``AttributeError`` on its missing fetcher),
+which crashed the worker's table recovery.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["BacklogProbe"]
+__all__ = ["PROBE_TIMEOUT_S", "BacklogProbe"]
+
+# The probe runs inside Faust's table recovery, which keeps the worker's partitions
+# paused until it returns, and aiokafka's ``committed()`` retries for as long as the
+# group coordinator is unavailable. A worker that fails saying so beats one that
+# silently stops consuming.
+PROBE_TIMEOUT_S = 60.0
 
 
 class BacklogProbe:
     """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
 
-    def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str]) -> None:
+    def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str],
+                 timeout: float = PROBE_TIMEOUT_S) -> None:
         self.kafka = kafka
         self.group_id = group_id
         self.topics = topics
+        self.timeout = timeout
         self._consumer: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()  # one start at a time; callers wait for it
 
     async def __call__(self, partition: int) -> dict[str, int]:
+        try:
+            return await asyncio.wait_for(self._ask(partition), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"backlog probe: no answer from the broker about partition {partition} of "
+                f"{self.topics} for group {self.group_id!r} in {self.timeout:g}s") from None
+
+    async def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset of one partition (None: nothing committed)."""
+        async def ask() -> int | None:
+            consumer = await self._ensure()
+            return await consumer.committed(TopicPartition(topic, partition))  # type: ignore[no-any-return]
+
+        try:
+            return await asyncio.wait_for(ask(), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"backlog probe: no answer from the broker about the committed offset of "
+                f"{topic}[{partition}] for group {self.group_id!r} in {self.timeout:g}s") from None
+
+    async def _ask(self, partition: int) -> dict[str, int]:
         consumer = await self._ensure()
         tps = [TopicPartition(t, partition) for t in self.topics]
         ends = await consumer.end_offsets(tps)
@@ -41,15 +80,27 @@ class BacklogProbe:
         return backlog
 
     async def _ensure(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                **self.kafka, group_id=self.group_id,
-                enable_auto_commit=False,
-            )
-            await self._consumer.start()
-        return self._consumer
+        async with self._starting:
+            if self._consumer is None:
+                consumer = AIOKafkaConsumer(
+                    **self.kafka, group_id=self.group_id,
+                    enable_auto_commit=False,
+                )
+                try:
+                    await consumer.start()
+                except BaseException:  # cancelled (a new rebalance) or failed: not half-kept
+                    await asyncio.shield(_stop_quietly(consumer))
+                    raise
+                self._consumer = consumer
+            return self._consumer
 
     async def close(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Release what a half-started consumer opened (its client's connections)."""
+    with contextlib.suppress(Exception):
+        await consumer.stop()

@@ -196,10 +196,10 @@ class Scorer:
                 f"{rfc3339(wm)} (allowed lateness "
                 f"{self.engine.config.allowed_lateness_seconds:g}s)", code="late"))
             return
-        if out.duplicate:
+        if out.duplicate:  # no effect of its own; may still release a held input
             m.duplicates.inc()
-            return
-        m.events.labels(event.type).inc()
+        else:
+            m.events.labels(event.type).inc()
         if out.new_customer:
             m.customers.inc()
         topics = self.topics

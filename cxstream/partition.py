@@ -78,6 +78,18 @@ class StreamClock:
         if prev is None or occurred_at > prev:
             self._times[source] = occurred_at
         self._caught_up[source] = caught_up
+        return self._advance()
+
+    def release(self, source: str) -> float:
+        """``source`` has nothing more to read right now, though its last record told
+        nothing new (a repeat): it stops holding the watermark back; return it."""
+        if source in self._caught_up:
+            self._caught_up[source] = True
+        return self._advance()
+
+    def _advance(self) -> float:
+        if not self._times:
+            return self.watermark
         behind = [t for s, t in self._times.items() if not self._caught_up[s]]
         stream_time = min(behind) if behind else max(self._times.values())
         wm = stream_time - self._lateness
@@ -150,12 +162,12 @@ class PartitionProcessor:
             (position is not None and state.positions.get(source, -1) >= position)
             or event_id_hash(event.event_id) in state.recent_ids
         ):
-            return Outcome(duplicate=True)
+            return self._repeat(source, caught_up, wm)
         if event.occurred_at < wm:
             return Outcome(late=True)
         decision = self.engine.apply(state, event, wm if wm > -math.inf else None, self.model)
         if decision.duplicate:
-            return Outcome(duplicate=True)
+            return self._repeat(source, caught_up, wm)
         if position is not None:
             decision.state.positions[source] = position
         out = Outcome(decision.alerts, decision.metrics, new_customer=state is None)
@@ -172,6 +184,19 @@ class PartitionProcessor:
                     self.sweep(day_end, out)
                     day_end += DAY_SECONDS
             self.sweep(new_wm, out)
+        return out
+
+    def _repeat(self, source: str, caught_up: bool, wm: float) -> Outcome:
+        """A repeat has no effect of its own, but the last record of a held input
+        still releases it: a new owner re-reading what the previous one applied
+        (an uncommitted tail) may see nothing but repeats up to the input's end, and
+        the input would hold the watermark back forever. Whatever the release lets
+        the watermark pass is swept as usual."""
+        out = Outcome(duplicate=True)
+        if caught_up:
+            new_wm = self.clock.release(source)  # not its time: a repeat may differ in body
+            if new_wm > wm:
+                self.sweep(new_wm, out)
         return out
 
     def _note_health(self, st: CustomerState, into: list[HealthSnapshot]) -> None:

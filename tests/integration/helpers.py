@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -94,9 +95,28 @@ class WorkerProcess:
                     return float(s.value)
         return 0.0
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, skip: tuple[str, ...] = ()) -> str:
+        """The last ``lines`` lines of the log, leaving out lines containing any of ``skip``."""
         self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        kept = [line for line in self.log_path.read_text(errors="replace").splitlines()
+                if not any(s in line for s in skip)]
+        return "\n".join(kept[-lines:])
+
+    def stacks(self, wait: float = 3.0, limit: int = 30_000) -> str:
+        """Every thread's stack and every asyncio task of the live worker, from its log.
+
+        ``SIGUSR1`` makes the mode worker under Faust print them (``mode.utils.logging.cry``).
+        """
+        if self.proc.poll() is not None:
+            return "(worker not running)"
+        self._log.flush()
+        start = self.log_path.stat().st_size
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(wait)
+        with self.log_path.open("rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+        return text if len(text) <= limit else text[:limit] + f"\n... ({len(text)} chars)"
 
     def stop(self, sig: int = 15, timeout: float = 30.0) -> None:
         if self.proc.poll() is None:
@@ -187,6 +207,59 @@ async def group_lag(settings: Settings) -> tuple[int, int, int]:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def group_report(settings: Settings) -> str:
+    """The worker group as text, for a failure message: state, members and, per
+    input and metric-delta partition, owner, committed offset, end offset and lag."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from aiokafka.structs import TopicPartition
+
+    topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        lines: list[str] = []
+        owner: dict[TopicPartition, str] = {}
+        for response in await admin.describe_consumer_groups([settings.app_id]):
+            for group in response.to_object()["groups"]:
+                members = group["members"]
+                lines.append(f"group {group['group']}: state {group['state']}, "
+                             f"{len(members)} member(s)")
+                for i, m in enumerate(members):
+                    name = f"m{i}:{m['client_host']}:{m['member_id'][-8:]}"
+                    raw = m["member_assignment"]
+                    assigned = (ConsumerProtocolMemberAssignment.decode(raw).partitions()
+                                if raw else [])  # empty while the group rebalances
+                    for tp in assigned:
+                        owner[tp] = name
+                    mine = sorted(tp.partition for tp in assigned
+                                  if tp.topic == settings.input_topics["logins"])
+                    lines.append(f"  {name} owns input partitions {mine}")
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None else -1
+            lag = ends[tp] - max(offset, 0)
+            lines.append(f"  {tp.topic}[{tp.partition}] owner={owner.get(tp, '-')} "
+                         f"committed={offset} end={ends[tp]} lag={lag}")
+        return "\n".join(lines)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def describe_group(settings: Settings) -> str:
+    """``group_report`` from sync code; never raises (it runs on the failure path)."""
+    try:
+        return str(run(group_report(settings)))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure
+        return f"(group report failed: {type(exc).__name__}: {exc})"
 
 
 def wait_caught_up(settings: Settings, timeout: float) -> bool:

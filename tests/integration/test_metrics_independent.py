@@ -43,8 +43,10 @@ from cxstream.simulator import simulate
 
 from .helpers import (
     WorkerProcess,
+    describe_group,
     free_port,
     fresh_settings,
+    group_lag,
     read_topic,
     run,
     wait_caught_up,
@@ -305,6 +307,39 @@ def _total(worker: WorkerProcess, name: str) -> float:
                for s in fam.samples if s.name == name)
 
 
+# Per-batch producer chatter that would push everything useful out of a log tail.
+_NOISE = ("producer buffer full", "producer flush took")
+
+
+# Faust's own per-partition and per-stream samples: what reached the worker and its streams.
+_FAUST_VIEW = ("faust_messages_received_per_topics_partition", "faust_total_events_per_stream",
+               "faust_total_active_events", "faust_topic_partition_offset_commited",
+               "cxstream_processing_seconds_count")
+
+
+def _faust_view(worker: WorkerProcess) -> str:
+    try:
+        text = worker.scrape()
+    except OSError as exc:
+        return f"(no /metrics: {exc})"
+    return "\n".join(line for line in text.splitlines() if line.startswith(_FAUST_VIEW))
+
+
+def _stall_report(settings: Settings, a: WorkerProcess, b: WorkerProcess, handled: float,
+                  sent: int, progress: list[str]) -> str:
+    """Why the workers stopped: progress over time, the group as the broker sees it
+    (owners, committed offsets, lag per partition) and both workers' log tails."""
+    return (f"{handled:.0f} handled (with redeliveries) of {sent} events\n"
+            f"progress: {'; '.join(progress)}\n"
+            f"{describe_group(settings)}\n"
+            f"--- worker a ({a.log_path}):\n{a.log_tail(80, skip=_NOISE)}\n"
+            f"--- worker b ({b.log_path}):\n{b.log_tail(80, skip=_NOISE)}\n"
+            f"--- worker a, Faust's view:\n{_faust_view(a)}\n"
+            f"--- worker b, Faust's view:\n{_faust_view(b)}\n"
+            f"--- worker a, threads and tasks:\n{a.stacks()}\n"
+            f"--- worker b, threads and tasks:\n{b.stacks()}")
+
+
 @pytest.fixture()
 def events_file(tmp_path: Path) -> Path:
     path = tmp_path / "events.jsonl"
@@ -328,27 +363,42 @@ def streamed(broker: BrokerStatus, tmp_path: Path, events_file: Path
     try:
         a.wait_ready()
         b.wait_ready()
+        # Done when the group has committed every input offset: the counters alone
+        # cannot say it, since events redelivered after the start-up rebalance count
+        # again (as duplicates) and the sum can pass `sent` with a partition unread.
         names = ("cxstream_events_processed_total", "cxstream_duplicate_events_total",
                  "cxstream_dead_letters_total")
-        handled = 0.0
-        deadline = time.monotonic() + HANDLE_S
+        per_worker = {"a": 0.0, "b": 0.0}
+        progress: list[str] = []  # counters and lag every 10 s, to see when it stopped
+        began = time.monotonic()
+        deadline = began + HANDLE_S
+        lag = -1
         while time.monotonic() < deadline:
+            for label, w in (("a", a), ("b", b)):
+                try:
+                    per_worker[label] = sum(_total(w, n) for n in names)
+                except OSError:
+                    pass  # keep the last value
             try:
-                handled = sum(_total(w, n) for w in (a, b) for n in names)
-            except OSError:
-                handled = 0.0
-            if handled >= sent:
+                lag = run(group_lag(first))[0]
+            except Exception:  # coordinator busy (rebalancing): ask again
+                lag = -1
+            if lag == 0 and sum(per_worker.values()) >= sent:
                 break
+            if not progress or time.monotonic() - began >= 10 * len(progress):
+                progress.append(f"{time.monotonic() - began:.0f}s a={per_worker['a']:.0f} "
+                                f"b={per_worker['b']:.0f} input lag={lag}")
             for w in (a, b):
-                assert w.proc.poll() is None, f"worker died:\n{w.log_tail()}"
+                assert w.proc.poll() is None, f"worker died:\n{w.log_tail(80, skip=_NOISE)}"
             time.sleep(1.0)
-        assert handled >= sent, (f"only {handled} of {sent} events handled\n"
-                                 f"a:\n{a.log_tail()}\nb:\n{b.log_tail()}")
+        handled = sum(per_worker.values())
+        assert lag == 0 and handled >= sent, _stall_report(first, a, b, handled, sent, progress)
         dead = sum(_total(w, "cxstream_dead_letters_total") for w in (a, b))
         assert dead == 0, f"{dead} events dead-lettered (late?)"
         # The metrics agent lags the scoring (about a dozen metric records per event):
         # wait until the group has committed every metric delta, then read to the end.
-        assert wait_caught_up(first, METRICS_READ_S), "metrics agent never caught up"
+        assert wait_caught_up(first, METRICS_READ_S), (
+            "metrics agent never caught up\n" + _stall_report(first, a, b, handled, sent, []))
         began = time.monotonic()
         records = run(read_topic(broker.bootstrap, first.topic("metrics"),
                                  until=lambda _r: False, timeout=METRICS_READ_S, settle=5))

@@ -326,3 +326,20 @@ def test_an_event_exactly_at_the_watermark_is_settled_as_if_it_had_arrived_in_or
 
     assert at_watermark.late == in_order.late == 0
     assert story(by_customer(at_watermark.alerts, "c")) == story(by_customer(in_order.alerts, "c"))
+
+
+def test_a_held_input_whose_last_records_are_all_repeats_still_releases_the_watermark() -> None:
+    # A new owner re-reads an uncommitted tail its predecessor already applied: for a
+    # small input every record up to its end is a repeat. Its hold must still end.
+    engine = Engine(EngineConfig())
+    before = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
+    before.process(sent("b", 0, 9), source="emails", position=0)
+    after = PartitionProcessor.restore(engine, changelog_copy(before.store))
+    after.clock.hold("emails")  # the probe saw a backlog: nothing committed
+    after.clock.hold("logins")
+
+    again = after.process(sent("b", 0, 9), source="emails", caught_up=True, position=0)
+    after.process(login("a", 10, 9), source="logins", caught_up=True, position=0)
+
+    assert again.duplicate
+    assert after.clock.watermark == at(10, 9) - LATENESS
