@@ -54,7 +54,7 @@ test-unit: $(STAMP)
 
 # Fault injection (kill -9, rebalance): known failures today, see README "Tests".
 test-faults: $(STAMP)
-	$(PYTEST) -q tests/integration -m faults $(PYTEST_ARGS)
+	$(PYTEST) -q tests/integration/test_faults.py -m faults $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
 	$(PYTEST) -q tests/integration $(PYTEST_ARGS)
