@@ -15,11 +15,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["BacklogProbe"]
+__all__ = ["Backlog", "BacklogProbe"]
+
+
+class Backlog(dict[str, int]):
+    """{topic: end offset} for the topics with a backlog; ``committed``: every topic's
+    committed offset (the first offset that will be delivered)."""
+
+    committed: dict[str, int]
+
+    def __init__(self, ends: dict[str, int], committed: dict[str, int]) -> None:
+        super().__init__(ends)
+        self.committed = committed
 
 
 class BacklogProbe:
-    """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
+    """``await probe(partition)`` -> a ``Backlog`` of the partition's input topics."""
 
     def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str]) -> None:
         self.kafka = kafka
@@ -27,18 +38,20 @@ class BacklogProbe:
         self.topics = topics
         self._consumer: AIOKafkaConsumer | None = None
 
-    async def __call__(self, partition: int) -> dict[str, int]:
+    async def __call__(self, partition: int) -> Backlog:
         consumer = await self._ensure()
         tps = [TopicPartition(t, partition) for t in self.topics]
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
         backlog: dict[str, int] = {}
+        starts: dict[str, int] = {}
         for tp in tps:
             committed = await consumer.committed(tp)
             start = committed if committed is not None else begins[tp]
+            starts[tp.topic] = start
             if ends[tp] > start:
                 backlog[tp.topic] = ends[tp]
-        return backlog
+        return Backlog(backlog, starts)
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -380,14 +380,18 @@ async def test_events_redelivered_after_a_rebalance_are_duplicates_not_dead_lett
     async with service.score_events.test_context() as agent:
         for ev in events:
             await harness.score(agent, ev)
-        deltas = harness.deltas()
+        deltas = harness.delta_messages()
+        before = service.scorer.processors[0].clock.watermark
         # A rebalance; at-least-once delivery then repeats the uncommitted tail, events
-        # older than the watermark restored from the table included.
+        # older than the watermark before the rebalance included.
         service.scorer.forget()
         for ev in events:
             await harness.score(agent, ev)
 
-    assert service.scorer.processors[0].clock.watermark > events[0].occurred_at
+    assert before > events[0].occurred_at
     assert harness.dead_letters() == []
-    assert harness.deltas() == deltas
+    # Nothing was committed, so the outbox publishes the earlier outputs again,
+    # with the same source header: the metrics agent folds each once. Nothing new.
+    again = harness.delta_messages()[len(deltas):]
+    assert again and all(d in deltas for d in again)
     assert harness.sample("cxstream_duplicate_events_total") == len(events)
