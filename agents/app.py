@@ -207,18 +207,22 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
             accs.begin()  # each window read and written once per batch
             try:
                 for event in events:
+                    # Reads too: a RocksDB table looks a key up only in the store of
+                    # the current event's partition, and the batch mixes partitions.
+                    token = _current_event.set(weakref.ref(event))
                     deltas = [MetricDelta.from_list(row) for row in orjson.loads(event.value)]
                     tag = _source_of(event.headers)
-                    folded = (accs.claim(tag[0], tag[1], {d.key for d in deltas})
-                              if tag is not None else set())
                     accs.owner = event
                     try:
+                        folded = (accs.claim(tag[0], tag[1], {d.key for d in deltas})
+                                  if tag is not None else set())
                         for d in deltas:
                             updates = book.current(d) if d.key in folded else book.add(d)
                             for update in updates:
                                 changed[update.key] = update
                     finally:
                         accs.release()
+                        _current_event.reset(token)
                 accs.flush(_as_message_of)
             except BaseException:
                 accs.discard()
