@@ -16,6 +16,7 @@ import faust
 import orjson
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.streams import _current_event
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -49,6 +50,25 @@ def _set_gauge(metrics: ServiceMetrics, newest: dict[tuple[str, str, str], float
         return
     newest[labels] = update.window_start
     metrics.metric_value.labels(*labels).set(update.value)
+
+
+async def _flush_until_empty(self: ProducerBuffer) -> None:
+    """``ProducerBuffer.flush`` that returns only once the buffer is empty.
+
+    Table writes reach the changelog through Faust's ``ProducerBuffer``. Faust
+    flushes it before committing offsets and before giving partitions up in a
+    rebalance, but its ``flush`` gives up after 0.1 s without progress (on a
+    busy 2-core box it does), so offsets could be committed, and a partition
+    handed over, while the table writes they depend on were still queued: the
+    new owner restored a changelog without them and lost those folds (seen in
+    the 108,589-event rebalance scenario). At-least-once needs the writes out
+    first; waiting for a down broker here only delays the commit.
+    """
+    while self.size:
+        await self.flush_atmost(None)
+
+
+ProducerBuffer.flush = _flush_until_empty  # type: ignore[method-assign]
 
 
 def _as_message_of(event: Any, write: Any) -> None:
