@@ -52,16 +52,14 @@ test: $(STAMP) prometheus
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit tests/agents $(PYTEST_ARGS)
 
-# Fault injection (kill -9, rebalance, broker restart; docs/reliability.md). The
-# scenarios at CI size are part of `make test` too; this target runs them alone,
-# plus the tests marked `faults` (kept out of `make test`, see README "Tests").
+# Fault injection (kill -9, rebalance, broker restart; docs/reliability.md) and the
+# two-worker metrics test: marked `faults`, kept out of `make test` (README "Tests").
 test-faults: $(STAMP)
-	$(PYTEST) -q tests/integration/test_faults.py $(PYTEST_ARGS)
 	$(PYTEST) -q tests/integration -m faults $(PYTEST_ARGS)
 
 # The same scenarios on 108,589 events (1,500 customers); far longer than CI allows.
 test-faults-full: $(STAMP)
-	CXSTREAM_FAULT_CUSTOMERS=1500 $(PYTEST) -q tests/integration/test_faults.py $(PYTEST_ARGS)
+	CXSTREAM_FAULT_CUSTOMERS=1500 $(PYTEST) -q tests/integration/test_faults.py -m faults $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
 	$(PYTEST) -q tests/integration $(PYTEST_ARGS)
