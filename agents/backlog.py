@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-__all__ = ["PROBE_TIMEOUT_S", "BacklogProbe"]
+__all__ = ["PROBE_TIMEOUT_S", "Backlog", "BacklogProbe"]
 
 # The probe runs inside Faust's table recovery, which keeps the worker's partitions
 # paused until it returns, and aiokafka's ``committed()`` retries for as long as the
@@ -33,8 +33,19 @@ __all__ = ["PROBE_TIMEOUT_S", "BacklogProbe"]
 PROBE_TIMEOUT_S = 60.0
 
 
+class Backlog(dict[str, int]):
+    """{topic: end offset} for the topics with a backlog; ``committed``: every topic's
+    committed offset (the first offset that will be delivered)."""
+
+    committed: dict[str, int]
+
+    def __init__(self, ends: dict[str, int], committed: dict[str, int]) -> None:
+        super().__init__(ends)
+        self.committed = committed
+
+
 class BacklogProbe:
-    """``await probe(partition)`` -> {topic: end offset} for topics with a backlog."""
+    """``await probe(partition)`` -> a ``Backlog`` of the partition's input topics."""
 
     def __init__(self, kafka: dict[str, Any], group_id: str, topics: list[str],
                  timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -45,7 +56,7 @@ class BacklogProbe:
         self._consumer: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()  # one start at a time; callers wait for it
 
-    async def __call__(self, partition: int) -> dict[str, int]:
+    async def __call__(self, partition: int) -> Backlog:
         try:
             return await asyncio.wait_for(self._ask(partition), self.timeout)
         except TimeoutError:
@@ -66,18 +77,20 @@ class BacklogProbe:
                 f"backlog probe: no answer from the broker about the committed offset of "
                 f"{topic}[{partition}] for group {self.group_id!r} in {self.timeout:g}s") from None
 
-    async def _ask(self, partition: int) -> dict[str, int]:
+    async def _ask(self, partition: int) -> Backlog:
         consumer = await self._ensure()
         tps = [TopicPartition(t, partition) for t in self.topics]
         ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
         backlog: dict[str, int] = {}
+        starts: dict[str, int] = {}
         for tp in tps:
             committed = await consumer.committed(tp)
             start = committed if committed is not None else begins[tp]
+            starts[tp.topic] = start
             if ends[tp] > start:
                 backlog[tp.topic] = ends[tp]
-        return backlog
+        return Backlog(backlog, starts)
 
     async def _ensure(self) -> AIOKafkaConsumer:
         async with self._starting:

@@ -3,6 +3,25 @@
 Holds one ``PartitionProcessor`` per assigned partition, restored from the
 changelogged table the first time a partition is seen after a rebalance, so a
 restarted or newly assigned worker carries on from the table's state.
+
+**The outbox** (issue 7). Processing is at-least-once: after a crash or a
+rebalance everything after the group's committed offset is delivered again.
+The table state can be ahead of what was published (a ``kill -9`` loses the
+producer's buffer but not RocksDB), so a redelivered message must not simply be
+skipped as a repeat: its outputs may never have left. And a state can also be
+*behind* (recovery replays changelog records over the local store), so
+processing it again could decide the same thing at another moment. So every
+processed message first writes an outbox record to the customers table, under
+``\\x00o|<partition>|<topic>|<offset>``: the states it changed and everything it
+published. Only then are the states written and the outputs sent. When a
+message with an outbox record comes again, nothing is decided again: the
+recorded states are put back where the table holds an older version, and the
+recorded outputs are sent again (alerts keep their ``(alert_id, seq)``; metric
+deltas carry their source message in a ``cx-src`` header, and the metrics agent
+folds each source message once). Records below the group's committed offset
+are deleted as processing goes on. The record lives in the same table, hence
+the same changelog partition, as the states, written before them, so any
+changelog prefix that holds one of a message's states holds its record too.
 """
 
 from __future__ import annotations
@@ -10,14 +29,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 
 from cxstream.agents.ingest import dead_letter, decode
 from cxstream.agents.sensors import ServiceMetrics
-from cxstream.agents.tables import TableStore
+from cxstream.agents.tables import INTERNAL_PREFIX, TableStore
 from cxstream.alerts import rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
@@ -26,9 +45,10 @@ from cxstream.metrics import MetricDelta
 from cxstream.participation import ParticipationModel
 from cxstream.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.scoring import HealthSnapshot
+from cxstream.state import CustomerState
 
-__all__ = ["CLOCK_SAVE_EVERY", "POISON_ATTEMPTS", "Scorer", "clock_key", "model_key",
-           "route_deltas"]
+__all__ = ["CLOCK_SAVE_EVERY", "DELTA_SOURCE_HEADER", "OUTBOX_CLEAN_EVERY", "POISON_ATTEMPTS",
+           "Scorer", "clock_key", "delta_source", "model_key", "outbox_key", "route_deltas"]
 
 log = logging.getLogger(__name__)
 # A deterministic failure fails every time; a transient one (memory, a store
@@ -37,6 +57,14 @@ log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 # Events between checkpoints of a partition's stream clock in the table.
 CLOCK_SAVE_EVERY = 100
+# Messages of a partition between deletions of its committed outbox records.
+OUTBOX_CLEAN_EVERY = 50
+# Header of a metric-delta message: the input message it came from,
+# ``<family>/<partition>|<offset>`` (see ``delta_source``).
+DELTA_SOURCE_HEADER = "cx-src"
+_OUTBOX = INTERNAL_PREFIX + "o|"
+# Suffix of the source of what a repeated message's clock step decided (a sweep).
+_SWEPT = "~"
 
 
 def clock_key(partition: int) -> str:
@@ -45,8 +73,23 @@ def clock_key(partition: int) -> str:
 
 
 def model_key(partition: int) -> str:
-    """Key of a partition's learned participation model in the clocks table."""
-    return f"participation:{partition}"
+    """Key of a partition's learned participation model in the customers table.
+
+    In the customers table, not the clocks table: it changes with the states of
+    the message that taught it, so it is in that message's outbox record and on
+    the same changelog partition as those states.
+    """
+    return f"{INTERNAL_PREFIX}m|{partition}"
+
+
+def outbox_key(partition: int, topic: str, offset: int) -> str:
+    """Key of a message's outbox record in the customers table."""
+    return f"{_OUTBOX}{partition}|{topic}|{offset}"
+
+
+def delta_source(topic: str, partition: int) -> str:
+    """A short, stable name of one input topic partition: ``logins/3``."""
+    return f"{topic.rsplit('.', 1)[-1]}/{partition}"
 
 
 def route_deltas(deltas: list[MetricDelta]) -> dict[bytes, list[list[Any]]]:
@@ -76,6 +119,7 @@ class Scorer:
         highwater: Callable[[Any], int | None],
         probe: Callable[[int], Awaitable[dict[str, int]]],
         clocks: Any,
+        committed: Callable[[str, int], int | None] = lambda topic, partition: None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -85,7 +129,20 @@ class Scorer:
         self.highwater = highwater
         self.clocks = clocks  # a partition's stream clock, checkpointed (see _save_clock)
         self.probe = probe
+        # The group's committed offset of an input topic partition, as this worker
+        # last committed it (None if unknown): outbox records below it are deleted.
+        self.committed = committed
         self.processors: dict[int, PartitionProcessor] = {}
+        # (partition, topic) -> offsets with an outbox record, in order (dict as ordered set)
+        self._outbox: dict[tuple[int, str], dict[int, None]] = {}
+        # (partition, topic) -> committed offset when the partition was assigned
+        self._committed_at_assign: dict[tuple[int, str], int] = {}
+        # partition -> {topic: offset of the last message taken from it}
+        self._seen: dict[int, dict[str, int]] = {}
+        self._since_clean: dict[int, int] = {}
+        # partition -> sequence number of its next outbox record (processing order)
+        self._seq: dict[int, int] = {}
+        self._backlogs: dict[int, dict[str, int]] = {}
         self._ends: dict[tuple[str, int], int] = {}
         self._unsaved: dict[int, int] = {}
         self.at_risk: dict[str, HealthSnapshot] = {}
@@ -98,6 +155,12 @@ class Scorer:
         self.processors.clear()
         self._ends.clear()
         self.at_risk.clear()
+        self._outbox.clear()
+        self._committed_at_assign.clear()
+        self._seen.clear()
+        self._since_clean.clear()
+        self._seq.clear()
+        self._backlogs.clear()
         self.ready = False
 
     def note_risk(self, snap: HealthSnapshot) -> None:
@@ -115,13 +178,10 @@ class Scorer:
             backlog = await self.probe(partition)
             if partition in self.processors:  # built by someone else while we awaited
                 return self.processors[partition]
-            saved = self.clocks.get(clock_key(partition))
-            clock = (StreamClock.from_dict(orjson.loads(saved),
-                                           self.engine.config.allowed_lateness_seconds)
-                     if saved is not None else None)
-            model = self.clocks.get(model_key(partition))
+            committed: Mapping[str, int] = getattr(backlog, "committed", {})
+            model = self.table.get(model_key(partition))
             proc = PartitionProcessor.restore(
-                self.engine, store, clock,
+                self.engine, store, self._restore_clock(partition, committed),
                 ParticipationModel.from_dict(orjson.loads(model)) if model is not None else None)
             for st in store.values():
                 if "at_risk" in st.episodes:
@@ -129,17 +189,55 @@ class Scorer:
             for topic, end in backlog.items():
                 proc.clock.hold(topic)
                 self._ends[(topic, partition)] = end
+            self._backlogs[partition] = dict(backlog)
+            for topic, offset in committed.items():
+                self._committed_at_assign[(partition, topic)] = offset
+            self._index_outbox(partition)
             self.processors[partition] = proc
         return proc
+
+    def _restore_clock(self, partition: int, committed: Mapping[str, int]) -> StreamClock:
+        """The saved clock, unless it saw messages the group has not committed.
+
+        Those come again, and a clock that already moved past them could call
+        them late. Then the clock starts afresh (a lower watermark only delays
+        decisions; the customers' states stop repeats).
+        """
+        lateness = self.engine.config.allowed_lateness_seconds
+        raw = self.clocks.get(clock_key(partition))
+        saved = orjson.loads(raw) if raw is not None else None
+        if saved is None or "clock" not in saved:
+            return StreamClock(lateness)
+        seen: dict[str, int] = saved["seen"]
+        if any(offset >= committed.get(topic, 0) for topic, offset in seen.items()):
+            log.info("partition %d: saved clock is ahead of the committed offsets; "
+                     "starting the clock afresh", partition)
+            return StreamClock(lateness)
+        return StreamClock.from_dict(saved["clock"], lateness)
+
+    def _index_outbox(self, partition: int) -> None:
+        """Find the partition's outbox records (left by an earlier owner or run)."""
+        prefix = f"{_OUTBOX}{partition}|"
+        found: dict[str, list[int]] = {}
+        for key in list(self.table.keys()):
+            k = key.decode() if isinstance(key, bytes) else key
+            if k.startswith(prefix):
+                topic, _, offset = k[len(prefix):].rpartition("|")
+                found.setdefault(topic, []).append(int(offset))
+        for topic, offsets in found.items():
+            self._outbox[(partition, topic)] = dict.fromkeys(sorted(offsets))
 
     def _process(self, proc: PartitionProcessor, event: Event, source: str,
                  caught_up: bool, offset: int) -> Outcome:
         """Process with bounded retries; the table is written only on success."""
+        store: TableStore = proc.store  # type: ignore[assignment]
         for attempt in range(1, POISON_ATTEMPTS + 1):
+            store.hold()  # the caller writes the outbox record, then the states
             try:
                 return proc.process(event, source=source, caught_up=caught_up,
                                     position=offset)
             except Exception:
+                store.drop()
                 if attempt == POISON_ATTEMPTS:
                     raise
                 log.warning("processing %s failed (attempt %d), retrying", event.event_id,
@@ -157,7 +255,8 @@ class Scorer:
             self._unsaved[partition] = n
             return
         self._unsaved[partition] = 0
-        self.clocks[clock_key(partition)] = orjson.dumps(proc.clock.to_dict())
+        self.clocks[clock_key(partition)] = orjson.dumps(
+            {"clock": proc.clock.to_dict(), "seen": self._seen.get(partition, {})})
 
     def caught_up(self, tp: Any, offset: int) -> bool:
         """Whether ``offset`` is the last record of ``tp`` known right now."""
@@ -179,15 +278,35 @@ class Scorer:
         except InvalidEvent as exc:
             await self._dead(message, raw, exc)
             return
-        proc = await self.processor(message.partition)
-        caught_up = self.caught_up(message.tp, message.offset)
+        partition, topic, offset = message.partition, message.topic, message.offset
+        proc = await self.processor(partition)
+        if partition not in self._seq:
+            # First message since the partition was assigned: first put back and
+            # publish again everything the uncommitted tail did before.
+            await self._replay(partition, proc)
+        self._seen.setdefault(partition, {})[topic] = offset
+        caught_up = self.caught_up(message.tp, offset)
+        store: TableStore = proc.store  # type: ignore[assignment]
+        if offset in self._outbox.get((partition, topic), ()):
+            # Processed before and not committed; its outputs were published again
+            # by _replay. It still tells the clock whether its input caught up.
+            self.metrics.duplicates.inc()
+            store.hold()
+            try:
+                out = proc.observe(topic, event.occurred_at, caught_up)
+            except Exception:
+                store.drop()
+                raise
+            await self._commit(proc, partition, topic + _SWEPT, offset, out, store.release())
+            return
         try:
-            out = self._process(proc, event, message.topic, caught_up, message.offset)
+            out = self._process(proc, event, topic, caught_up, offset)
         except Exception as exc:  # a poison pill: an event the engine cannot process
             await self._dead(message, raw, InvalidEvent(
                 f"processing failed {POISON_ATTEMPTS} times: {type(exc).__name__}: {exc}",
                 code="processing_error"))
             return
+        states = store.release()
         m = self.metrics
         if out.late:
             wm = proc.clock.watermark
@@ -202,23 +321,118 @@ class Scorer:
             m.events.labels(event.type).inc()
         if out.new_customer:
             m.customers.inc()
-        topics = self.topics
-        for alert in out.alerts:
-            await topics.alerts.send(key=alert.customer_id.encode(),
-                                     value=orjson.dumps(alert.to_dict()))
-            m.alerts.labels(alert.kind, alert.state).inc()
-        for snap in out.health:
-            await topics.health.send(key=snap.customer_id.encode(),
-                                     value=orjson.dumps(snap.to_dict()))
-            self.note_risk(snap)
-        for route, rows in route_deltas(out.metrics).items():
-            await topics.deltas.send(key=route, value=orjson.dumps(rows))
-        self._save_clock(message.partition, proc)
-        if proc.model.dirty:  # outcomes are rare; the model is saved with each one
-            self.clocks[model_key(message.partition)] = orjson.dumps(proc.model.to_dict())
-            proc.model.dirty = False
+        await self._commit(proc, partition, topic, offset, out, states)
         if proc.clock.watermark > -math.inf:
             m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
+
+    async def _commit(self, proc: PartitionProcessor, partition: int, source: str,
+                      offset: int, out: Outcome, states: dict[str, bytes]) -> None:
+        """Record, write and publish what processing one message did."""
+        if not states:  # nothing changed, nothing to publish
+            self._maybe_clean(partition)
+            return
+        m = self.metrics
+        sends: list[tuple[bytes, bytes, bytes]] = []
+        for alert in out.alerts:
+            sends.append((b"a", alert.customer_id.encode(), orjson.dumps(alert.to_dict())))
+            m.alerts.labels(alert.kind, alert.state).inc()
+        for snap in out.health:
+            sends.append((b"h", snap.customer_id.encode(), orjson.dumps(snap.to_dict())))
+            self.note_risk(snap)
+        for route, rows in route_deltas(out.metrics).items():
+            sends.append((b"d", route, orjson.dumps(rows)))
+        seq = self._seq.get(partition, 0)
+        self._seq[partition] = seq + 1
+        # The record first, then the states: whatever of this message's states
+        # survive a crash, its record survives too.
+        model = orjson.dumps(proc.model.to_dict()) if proc.model.dirty else None
+        self.table[outbox_key(partition, source, offset)] = _outbox_record(
+            seq, proc.clock.to_dict(), states, sends, model)
+        self._outbox.setdefault((partition, source), {})[offset] = None
+        proc.store.write(states)  # type: ignore[attr-defined]
+        if model is not None:  # outcomes are rare; the model is saved with each one
+            self.table[model_key(partition)] = model
+            proc.model.dirty = False
+        await self._send(sends, delta_source(source, partition), offset)
+        self._save_clock(partition, proc)
+        self._maybe_clean(partition)
+
+    async def _send(self, sends: list[tuple[bytes, bytes, bytes]], source: str,
+                    offset: int) -> None:
+        topics = self.topics
+        header = {DELTA_SOURCE_HEADER: f"{source}|{offset}".encode()}
+        for kind, key, value in sends:
+            if kind == b"a":
+                await topics.alerts.send(key=key, value=value)
+            elif kind == b"h":
+                await topics.health.send(key=key, value=value)
+            else:
+                await topics.deltas.send(key=key, value=value, headers=header)
+
+    async def _replay(self, partition: int, proc: PartitionProcessor) -> None:
+        """Put back and publish again the outbox records at or after the committed offsets.
+
+        In the order they were first made: every state ends at its latest recorded
+        version, and the clock at the one of the latest record, i.e. where the
+        partition was when the previous owner stopped.
+        """
+        records = []
+        last_seq = -1
+        for (p, source), offsets in self._outbox.items():
+            if p != partition:
+                continue
+            committed = self._committed_at_assign.get((partition, source.rstrip(_SWEPT)), 0)
+            for offset in offsets:
+                raw = self.table.get(outbox_key(partition, source, offset))
+                if raw is None:
+                    continue
+                record = orjson.loads(raw)
+                last_seq = max(last_seq, record["q"])
+                if offset >= committed:
+                    records.append((record["q"], source, offset, record))
+        self._seq[partition] = last_seq + 1
+        if not records:
+            return
+        records.sort(key=lambda r: r[0])
+        for _, source, offset, record in records:
+            states = [CustomerState.from_wire(d) for d in record["s"]]
+            if "m" in record:
+                proc.model = ParticipationModel.from_dict(record["m"])
+            for st in proc.reinstate(states):
+                if "at_risk" in st.episodes:
+                    self.note_risk(self.engine.snapshot(st))
+                else:
+                    self.at_risk.pop(st.customer_id, None)
+            sends = [(kind.encode(), key.encode(), orjson.dumps(value))
+                     for kind, key, value in record["o"]]
+            await self._send(sends, delta_source(source, partition), offset)
+        proc.clock = StreamClock.from_dict(records[-1][3]["c"],
+                                           self.engine.config.allowed_lateness_seconds)
+        for topic in self._backlogs.get(partition, {}):
+            proc.clock.hold(topic)
+        log.info("partition %d: published again the outputs of %d uncommitted messages",
+                 partition, len(records))
+
+    def _maybe_clean(self, partition: int) -> None:
+        """Every so often, delete the partition's outbox records the group committed."""
+        n = self._since_clean.get(partition, 0) + 1
+        if n < OUTBOX_CLEAN_EVERY:
+            self._since_clean[partition] = n
+            return
+        self._since_clean[partition] = 0
+        for (p, topic), offsets in self._outbox.items():
+            if p != partition or not offsets:
+                continue
+            base = topic.rstrip(_SWEPT)
+            now = self.committed(base, partition)
+            committed = max(now if now is not None else -1,
+                            self._committed_at_assign.get((partition, base), -1))
+            while offsets:
+                first = next(iter(offsets))
+                if first >= committed:
+                    break
+                del offsets[first]
+                del self.table[outbox_key(partition, topic, first)]
 
     async def _dead(self, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
         await self.topics.deadletters.send(
@@ -227,3 +441,15 @@ class Scorer:
                               offset=message.offset, key=message.key),
         )
         self.metrics.dead_letters.labels(error.code).inc()
+
+
+def _outbox_record(seq: int, clock: dict[str, Any], states: dict[str, bytes],
+                   sends: list[tuple[bytes, bytes, bytes]], model: bytes | None) -> bytes:
+    """``{"q": seq, "c": clock, "s": [state, ...], "o": [[kind, key, value], ...]}``, plus
+    ``"m"``: the partition's participation model when this message changed it; from
+    already-encoded parts."""
+    outs = b",".join(b'["' + kind + b'",' + orjson.dumps(key.decode()) + b"," + value + b"]"
+                     for kind, key, value in sends)
+    extra = b',"m":' + model if model is not None else b""
+    return (b'{"q":' + str(seq).encode() + b',"c":' + orjson.dumps(clock) + b',"s":['
+            + b",".join(states.values()) + b'],"o":[' + outs + b"]" + extra + b"}")

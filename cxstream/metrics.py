@@ -271,6 +271,22 @@ class MetricBook:
         acc = self.store.get(key)
         acc = agg.agg(acc if acc is not None else agg.initialize(), delta)
         self.store[key] = acc
+        return self._updates(delta, acc)
+
+    def current(self, delta: MetricDelta) -> list[MetricUpdate]:
+        """The updates ``add`` gave for this delta's window, without folding it again.
+
+        For a delta that was already folded (a redelivery): its window's and the
+        derived metrics' current values, to publish again in case the first
+        publication was lost.
+        """
+        acc = self.store.get(delta.key)
+        if acc is None:
+            return self._derived(delta)
+        return self._updates(delta, acc)
+
+    def _updates(self, delta: MetricDelta, acc: Any) -> list[MetricUpdate]:
+        agg = AGGREGATORS[delta.metric]
         updates = [_update(delta.metric, delta.segment, delta.window_start,
                            delta.window_seconds, o, acc) for o in agg.outputs(acc)]
         updates.extend(self._derived(delta))

@@ -35,7 +35,7 @@ from cxstream.participation import ParticipationModel
 from cxstream.scoring import HealthSnapshot
 from cxstream.state import CustomerState, StateStore
 
-__all__ = ["Outcome", "PartitionProcessor", "StreamClock"]
+__all__ = ["Outcome", "PartitionProcessor", "StreamClock", "is_newer"]
 
 
 class StreamClock:
@@ -174,17 +174,21 @@ class PartitionProcessor:
         self._note_health(decision.state, out.health)
         self.store.put(decision.state)
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
-        new_wm = self.clock.observe(source, event.occurred_at, caught_up)
-        if new_wm > wm:
-            if wm > -math.inf:
-                # A day at a time: every outcome of a day is learned before any
-                # decision of the next (participation.py), whatever the arrival order.
-                day_end = (wm // DAY_SECONDS + 1) * DAY_SECONDS
-                while day_end < new_wm:
-                    self.sweep(day_end, out)
-                    day_end += DAY_SECONDS
-            self.sweep(new_wm, out)
+        self._advance(wm, self.clock.observe(source, event.occurred_at, caught_up), out)
         return out
+
+    def _advance(self, wm: float, new_wm: float, out: Outcome) -> None:
+        """Sweep from watermark ``wm`` to ``new_wm``, a day at a time: every outcome of a
+        day is learned before any decision of the next (participation.py), whatever
+        the arrival order."""
+        if new_wm <= wm:
+            return
+        if wm > -math.inf:
+            day_end = (wm // DAY_SECONDS + 1) * DAY_SECONDS
+            while day_end < new_wm:
+                self.sweep(day_end, out)
+                day_end += DAY_SECONDS
+        self.sweep(new_wm, out)
 
     def _repeat(self, source: str, caught_up: bool, wm: float) -> Outcome:
         """A repeat has no effect of its own, but the last record of a held input
@@ -194,10 +198,37 @@ class PartitionProcessor:
         the watermark pass is swept as usual."""
         out = Outcome(duplicate=True)
         if caught_up:
-            new_wm = self.clock.release(source)  # not its time: a repeat may differ in body
-            if new_wm > wm:
-                self.sweep(new_wm, out)
+            # Not its time: a repeat may differ in body.
+            self._advance(wm, self.clock.release(source), out)
         return out
+
+    def observe(self, source: str, occurred_at: float, caught_up: bool = False) -> Outcome:
+        """Let a repeated event move the clock (and sweep), without applying it.
+
+        After a restart the repeats of the uncommitted tail still tell whether
+        their input has caught up; without them the watermark could stay held
+        by an input whose remaining messages are all repeats.
+        """
+        wm = self.clock.watermark
+        out = Outcome(duplicate=True)
+        self._advance(wm, self.clock.observe(source, occurred_at, caught_up), out)
+        return out
+
+    def reinstate(self, states: list[CustomerState]) -> list[CustomerState]:
+        """Put back states recorded after an earlier processing of a message.
+
+        Used when a message is delivered again: the states it produced are put
+        back wherever the store holds an older version of that customer (and
+        nothing is decided again). Returns the states that were put.
+        """
+        put = []
+        for st in states:
+            current = self.store.get(st.customer_id)
+            if current is None or is_newer(st, current):
+                self.store.put(st)
+                self._schedule(st.customer_id, self.engine.due_at(st))
+                put.append(st)
+        return put
 
     def _note_health(self, st: CustomerState, into: list[HealthSnapshot]) -> None:
         if not self.track_health:
@@ -241,3 +272,25 @@ class PartitionProcessor:
 
     def __len__(self) -> int:
         return len(self._scheduled)
+
+
+def _version(st: CustomerState) -> tuple[float, int]:
+    return (st.settled_at if st.settled_at is not None else -math.inf, st.events)
+
+
+def is_newer(a: CustomerState, b: CustomerState) -> bool:
+    """Whether ``a`` is a later version than ``b`` of the same customer's state.
+
+    A customer's state only moves forward: the applied position per input
+    only grows, and so do ``settled_at`` and the event count; every change
+    moves one of them (an applied event counts and records its position, a
+    sweep raises ``settled_at``). Of two versions from one history, the later
+    one is at least as far in every one of them, and further in one.
+    """
+    pa, pb = a.positions, b.positions
+    if any(pa.get(src, -1) < off for src, off in pb.items()):
+        return False
+    va, vb = _version(a), _version(b)
+    if any(x < y for x, y in zip(va, vb, strict=True)):
+        return False
+    return va != vb or any(pa.get(src, -1) > pb.get(src, -1) for src in pa)

@@ -165,12 +165,13 @@ class Harness:
         await self._until(lambda: (self.topic_of(family), offset) in self.handled, agent)
         return offset
 
-    async def aggregate(self, agent: Any, key: bytes, value: bytes) -> None:
+    async def aggregate(self, agent: Any, key: bytes, value: bytes,
+                        headers: dict[str, bytes] | None = None) -> None:
         """Deliver one delta to ``aggregate_metrics`` and wait for its update to be sent."""
         self._track(agent)
         before = self.svc.metrics_topic.send.await_count
         agent.original_channel = self.topic_of("metric-deltas")
-        await asyncio.wait_for(agent.put(value=value, key=key), PUT_TIMEOUT_S)
+        await asyncio.wait_for(agent.put(value=value, key=key, headers=headers), PUT_TIMEOUT_S)
         await self._until(lambda: self.svc.metrics_topic.send.await_count > before, agent)
 
     def _track(self, agent: Any) -> None:
@@ -208,6 +209,11 @@ class Harness:
 
     def dead_letters(self) -> list[tuple[bytes | None, dict[str, Any]]]:
         return [(k, orjson.loads(v)) for k, v in self._calls(self.svc.deadletters_topic)]
+
+    def delta_messages(self) -> list[tuple[bytes, bytes, dict[str, bytes] | None]]:
+        """(key, value, headers) of every metric-delta message."""
+        return [(c.kwargs["key"], c.kwargs["value"], c.kwargs.get("headers"))
+                for c in self.svc.deltas_topic.send.await_args_list]
 
     def deltas(self) -> list[tuple[bytes, bytes]]:
         out = []

@@ -1,17 +1,21 @@
-"""Fault tests (issue 7): a worker killed with SIGKILL, a worker added mid-stream,
-and the no-fault control. (Broker restart: not written yet; see docs/reliability.md.)
+"""Fault tests (issue 7): a worker killed with SIGKILL and restarted, a worker
+added mid-stream (rebalance), the broker restarted mid-stream, and the no-fault
+control.
 
 Each scenario publishes the same simulated stream to fresh topics (4
-partitions), runs real ``cxstream worker`` processes (RocksDB tables with
-changelogs) through a fault, waits until the consumer group has committed
-every input and metric-delta offset and the output topics have settled, and
-then checks against the no-fault reference (``replay_file`` over the same
-file; replay == a clean worker run is proved in ``test_pipeline.py``):
+partitions) on the module's own broker (own home and ports, so restarting it
+disturbs no other test), runs real ``cxstream worker`` processes (RocksDB
+tables with changelogs) through a fault, waits until the consumer group has
+committed every input and metric-delta offset and the output topics have
+settled, and then checks against the no-fault reference (``replay_file`` over
+the same file; the clean scenario shows a worker without faults gives exactly
+that):
 
 - every event is accounted for: the group's committed offsets reach the end of
   every input partition, nothing is dead-lettered (the input is valid), and
   processed + duplicates + dead letters over all worker incarnations cover
-  every published event;
+  every published event; after ``kill -9`` the restarted worker handles exactly
+  the messages the group had not committed;
 - every alert transition ``(alert_id, seq)`` of the reference is on the alert
   topic, with the same content; the set of alert ids equals the reference's
   (an episode published twice under different ids would be an extra id);
@@ -19,12 +23,10 @@ file; replay == a clean worker run is proved in ``test_pipeline.py``):
 - the latest value per (metric, segment, window) on the metrics topic equals
   the reference's.
 
-Stream size: the issue asks for >= 100k events. A worker processes about
-100-140 events/s on the 2-core CI box (``cxstream bench``: 138 ev/s end to end
-against 4,235 ev/s for replay), so 100k events would take 12+ minutes per
-scenario. The default is CI-sized (100 customers x 30 days = 7,463 events);
-``CXSTREAM_FAULT_CUSTOMERS=1500`` gives 108,589 events (30 days) for the full
-run. See docs/reliability.md for the figures.
+Stream size: the default is CI-sized (100 customers x 30 days = 7,463 events,
+the whole module ~4-7 minutes). ``CXSTREAM_FAULT_CUSTOMERS=1500`` gives 108,589
+events (``make test-faults-full``), which takes far longer than CI allows; see
+docs/reliability.md for the figures of both.
 """
 
 from __future__ import annotations
@@ -33,15 +35,19 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from datasketches import kll_floats_sketch
 
 from cxstream.agents.publisher import publish_file
-from cxstream.broker import BrokerStatus
+from cxstream.broker import BrokerConfig, down, reset, up
+from cxstream.metrics import KLL_K, MetricBook
 from cxstream.replaycmd import replay_file
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
@@ -49,18 +55,22 @@ from cxstream.simulator import simulate
 
 from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_topic, run
 
-# Run by `make test-faults`, not `make test`: these scenarios currently expose known
-# bugs (see README "Tests" and docs/reliability.md) and take ~9 minutes.
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 START = 1_772_323_200.0  # 2026-03-01T00:00:00Z
 SEED = 7
 CUSTOMERS = int(os.environ.get("CXSTREAM_FAULT_CUSTOMERS", "100"))
+# In `make test-faults`, not `make test`: the rebalance scenario's metric check still
+# fails intermittently (docs/reliability.md). A scenario runs inside the fixture of the
+# first test that needs it, so that test's time limit must cover a whole scenario.
+pytestmark = [pytest.mark.integration, pytest.mark.faults,
+              pytest.mark.timeout(300 + int(CUSTOMERS * 1.5))]
 DAYS = int(os.environ.get("CXSTREAM_FAULT_DAYS", "30"))
 PARTITIONS = 4
 # Bounds: generous for the default size; scaled with the stream for big runs.
 EVENTS_PER_SECOND_FLOOR = 40.0
 SETTLE_S = 4.0
+BROKER_START_S = 90.0
+# How long the broker stays down in the broker-restart scenario.
+BROKER_DOWN_S = float(os.environ.get("CXSTREAM_FAULT_BROKER_DOWN_S", "5"))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -75,6 +85,7 @@ class Reference:
     alerts: dict[tuple[str, int], bytes]  # (alert_id, seq) -> canonical JSON
     alert_ids: set[str]
     metrics: dict[tuple[Any, ...], dict[str, Any]]
+    book: MetricBook  # the replay's accumulators (quantile sketches for the tolerance)
 
 
 @dataclass
@@ -121,7 +132,28 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
         alerts=alerts,
         alert_ids={a.alert_id for a in replayed.alerts},
         metrics={_metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()},
+        book=replayed.metrics,
     )
+
+
+@pytest.fixture(scope="module")
+def fault_broker(shared_kafka_libs: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerConfig]:
+    """The fault scenarios' own broker (own home and ports), so restarting it
+    disturbs no other test. Ports: CXSTREAM_FAULT_BROKER_PORT and
+    CXSTREAM_FAULT_BROKER_CONTROLLER_PORT, or free ones."""
+    cfg = BrokerConfig(
+        home=tmp_path_factory.mktemp("fault-broker"),
+        port=int(os.environ.get("CXSTREAM_FAULT_BROKER_PORT") or free_port()),
+        controller_port=int(os.environ.get("CXSTREAM_FAULT_BROKER_CONTROLLER_PORT")
+                            or free_port()),
+        libs_dir=shared_kafka_libs,
+    )
+    up(cfg, timeout_s=BROKER_START_S)
+    try:
+        yield cfg
+    finally:
+        reset(cfg)
 
 
 def _start(workers: list[WorkerProcess], settings: Settings, log: Path) -> WorkerProcess:
@@ -281,8 +313,37 @@ def metric_diff(obs: Observed, ref: Reference) -> list[tuple[Any, Any, Any]]:
     return diff
 
 
+QUANTILES = {"_p50_seconds": 0.5, "_p90_seconds": 0.9}
+# A KLL sketch (k=200) is exact up to 200 samples; beyond, its answer depends on the
+# order samples arrive in (the worker folds deltas of four partitions as they come,
+# replay in file order), within the sketch's normalized rank error (1.33% at 99%
+# confidence for k=200). Two estimates of one quantile of the same samples: their
+# ranks differ by at most twice that; three times is the bound here.
+RANK_TOLERANCE = 3 * kll_floats_sketch.get_normalized_rank_error(KLL_K, False)
+
+
+def parse_rfc3339(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def within_sketch_error(key: tuple[Any, ...], want: tuple[Any, Any] | None,
+                        got: tuple[Any, Any] | None, ref: Reference) -> bool:
+    """A quantile window whose value differs only as two KLL sketches of the same
+    samples may: same sample count, the value's rank in the reference's sketch
+    within RANK_TOLERANCE of the quantile."""
+    metric, segment, start, end = key
+    q = next((q for suffix, q in QUANTILES.items() if metric.endswith(suffix)), None)
+    if q is None or want is None or got is None or want[1] != got[1] or got[0] is None:
+        return False
+    t0, t1 = parse_rfc3339(start), parse_rfc3339(end)
+    sketch = ref.book.store.get((metric[: -len("_p50_seconds")], segment, t0, int(t1 - t0)))
+    return sketch is not None and abs(sketch.get_rank(got[0]) - q) <= RANK_TOLERANCE
+
+
 def check_metrics(obs: Observed, ref: Reference) -> None:
-    diff = metric_diff(obs, ref)
+    approx = [d for d in metric_diff(obs, ref) if within_sketch_error(*d, ref)]
+    diff = [d for d in metric_diff(obs, ref) if d not in approx]
+    obs.notes["quantile_windows_within_sketch_error"] = len(approx)
     by_metric = Counter(k[0] for k, _, _ in diff)
     assert not diff, (f"{len(diff)} of {len(ref.metrics)} metric windows differ "
                       f"(by metric: {dict(by_metric)}); first (key, want, got): {diff[:8]}")
@@ -372,6 +433,30 @@ def scenario_rebalance(settings: Settings, ref: Reference, workers: list[WorkerP
     return obs
 
 
+def scenario_broker_restart(settings: Settings, ref: Reference, workers: list[WorkerProcess],
+                            tmp: Path, broker: BrokerConfig) -> Observed:
+    """One worker; a third of the way in the broker is stopped (SIGTERM, like a
+    rolling restart), stays down BROKER_DOWN_S, and starts again on the same data
+    directory. The worker is not restarted: it must ride through."""
+    t0 = time.monotonic()
+    obs = Observed(published=publish(settings, ref))
+    w = _start(workers, settings, tmp / "broker-restart.log")
+    wait_until(lambda: handled(w) >= ref.events // 3, budget(ref.events), "a third processed",
+               [w])
+    obs.notes["broker_stopped_at_handled"] = handled(w)
+    down_started = time.monotonic()
+    assert down(broker, timeout_s=60), "the fault broker was not running"
+    time.sleep(BROKER_DOWN_S)
+    up(broker, timeout_s=BROKER_START_S)
+    obs.notes["broker_down_s"] = round(time.monotonic() - down_started, 1)
+    assert w.proc.poll() is None, f"the worker died with the broker:\n{w.log_tail()}"
+    wait_done(settings, [w], ref.events)
+    collect(settings, obs, ref)
+    obs.counters.append(counters(w))
+    obs.elapsed = time.monotonic() - t0
+    return obs
+
+
 # One run per scenario for the whole module; the checks below share it.
 _RESULTS: dict[str, Observed] = {}
 
@@ -383,11 +468,14 @@ def _scenario(name: str, request: pytest.FixtureRequest, ref: Reference,
     tmp = tmp_path_factory.mktemp(name)
     started: list[WorkerProcess] = []
     try:
-        status: BrokerStatus = request.getfixturevalue("broker")
-        settings = fresh_settings(status.bootstrap, tmp, topic_partitions=PARTITIONS)
-        fn = {"kill9": scenario_kill9, "rebalance": scenario_rebalance,
-              "clean": scenario_clean}[name]
-        obs = fn(settings, ref, started, tmp)
+        broker: BrokerConfig = request.getfixturevalue("fault_broker")
+        settings = fresh_settings(broker.bootstrap, tmp, topic_partitions=PARTITIONS)
+        if name == "broker_restart":
+            obs = scenario_broker_restart(settings, ref, started, tmp, broker)
+        else:
+            fn = {"kill9": scenario_kill9, "rebalance": scenario_rebalance,
+                  "clean": scenario_clean}[name]
+            obs = fn(settings, ref, started, tmp)
     finally:
         for w in started:
             try:
@@ -417,6 +505,12 @@ def rebalance(request: pytest.FixtureRequest, reference: Reference,
     return _scenario("rebalance", request, reference, tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def broker_restart(request: pytest.FixtureRequest, reference: Reference,
+                   tmp_path_factory: pytest.TempPathFactory) -> Observed:
+    return _scenario("broker_restart", request, reference, tmp_path_factory)
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -429,30 +523,15 @@ def test_stream_is_big_enough_and_deterministic(reference: Reference) -> None:
         assert reference.events >= 100_000
 
 
-# Observed on the 2-core dev box (7,463 events, one run each); see docs/reliability.md.
-CLEAN_GAP = pytest.mark.xfail(strict=True, reason=(
-    "worker != replay on the simulated stream even without a fault: 3 reference "
-    "transitions missing, 6 extra alert ids, 76/7527 metric windows differ"))
-KILL9_GAP = pytest.mark.xfail(strict=True, reason=(
-    "RocksDB state survives SIGKILL ahead of the producer: redelivered events are taken "
-    "as duplicates so their unsent alerts/deltas are lost (34 transitions missing), and "
-    "metric deltas are re-folded (4425/7527 metric windows differ)"))
-REBALANCE_GAP = pytest.mark.xfail(strict=True, reason=(
-    "after a rebalance 10 reference transitions are missing, 6 extra ids, "
-    "2498/7527 metric windows differ"))
-
-
 def test_clean_run_accounts_for_every_event(clean: Observed, reference: Reference) -> None:
     check_accounting(clean, reference)
 
 
-@CLEAN_GAP
 def test_clean_run_alerts_match_the_reference(clean: Observed, reference: Reference) -> None:
     """The control: without a fault the worker gives the reference's alerts."""
     check_alerts(clean, reference)
 
 
-@CLEAN_GAP
 def test_clean_run_metrics_match_the_reference(clean: Observed, reference: Reference) -> None:
     check_metrics(clean, reference)
 
@@ -461,12 +540,10 @@ def test_kill9_accounts_for_every_event(kill9: Observed, reference: Reference) -
     check_accounting(kill9, reference)
 
 
-@KILL9_GAP
 def test_kill9_alerts_match_the_no_fault_run(kill9: Observed, reference: Reference) -> None:
     check_alerts(kill9, reference)
 
 
-@KILL9_GAP
 def test_kill9_final_metrics_match_the_no_fault_run(kill9: Observed,
                                                     reference: Reference) -> None:
     check_metrics(kill9, reference)
@@ -476,13 +553,26 @@ def test_rebalance_accounts_for_every_event(rebalance: Observed, reference: Refe
     check_accounting(rebalance, reference)
 
 
-@REBALANCE_GAP
 def test_rebalance_alerts_match_the_no_fault_run(rebalance: Observed,
                                                  reference: Reference) -> None:
     check_alerts(rebalance, reference)
 
 
-@REBALANCE_GAP
 def test_rebalance_final_metrics_match_the_no_fault_run(rebalance: Observed,
                                                         reference: Reference) -> None:
     check_metrics(rebalance, reference)
+
+
+def test_broker_restart_accounts_for_every_event(broker_restart: Observed,
+                                                 reference: Reference) -> None:
+    check_accounting(broker_restart, reference)
+
+
+def test_broker_restart_alerts_match_the_no_fault_run(broker_restart: Observed,
+                                                      reference: Reference) -> None:
+    check_alerts(broker_restart, reference)
+
+
+def test_broker_restart_final_metrics_match_the_no_fault_run(broker_restart: Observed,
+                                                             reference: Reference) -> None:
+    check_metrics(broker_restart, reference)
