@@ -1,6 +1,6 @@
 # cxstream developer tasks (GNU make). `make help` lists them.
 #
-#   make test         every layer: unit, agents, integration (starts its own Kafka), rule tests
+#   make test         every layer: unit, agents, integration (starts its own Kafka), faults, rule tests
 #   make test-unit    unit + agents only: no broker, no Java
 #   make broker-up    a local Kafka on 127.0.0.1:19092 (state in .cxstream/, see cxstream/broker.py)
 #   make demo         broker + worker + generator, via `cxstream demo`
@@ -47,13 +47,15 @@ install: $(STAMP)
 
 test: $(STAMP) prometheus
 	$(PYTEST) -q tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-faults
 	$(MAKE) --no-print-directory test-rules
 
 test-unit: $(STAMP)
 	$(PYTEST) -q tests/unit tests/agents $(PYTEST_ARGS)
 
-# Fault injection (kill -9, rebalance, broker restart; docs/reliability.md) and the
-# two-worker metrics test: marked `faults`, kept out of `make test` (README "Tests").
+# Fault injection (kill -9, rebalance, broker restart; docs/reliability.md), CI-sized
+# (7,463 events, ~4 minutes, its own broker): marked `faults`, run by `make test` as a
+# step of its own.
 test-faults: $(STAMP)
 	$(PYTEST) -q tests/integration/test_faults.py -m faults $(PYTEST_ARGS)
 
