@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,17 +182,8 @@ def run(coro: Any) -> Any:
 
 async def group_lag(settings: Settings) -> tuple[int, int, int]:
     """(input lag, committed input offsets, metric-delta lag) of the worker group."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.structs import TopicPartition
-
-    topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
+    async with _group_clients(settings) as (admin, consumer, tps):
         committed = await admin.list_consumer_group_offsets(settings.app_id)
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         ends = await consumer.end_offsets(tps)
         inputs = done = deltas = 0
         for tp in tps:
@@ -204,16 +196,13 @@ async def group_lag(settings: Settings) -> tuple[int, int, int]:
                 inputs += behind
                 done += offset
         return inputs, done, deltas
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
-async def group_report(settings: Settings) -> str:
-    """The worker group as text, for a failure message: state, members and, per
-    input and metric-delta partition, owner, committed offset, end offset and lag."""
+@contextlib.asynccontextmanager
+async def _group_clients(settings: Settings) -> AsyncIterator[tuple[Any, AIOKafkaConsumer,
+                                                                      list[Any]]]:
+    """An admin client, a group-less consumer and every input and metric-delta partition."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
     from aiokafka.structs import TopicPartition
 
     topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
@@ -222,6 +211,20 @@ async def group_report(settings: Settings) -> str:
     await admin.start()
     await consumer.start()
     try:
+        yield admin, consumer, [TopicPartition(t, p) for t in topics
+                                for p in range(settings.topic_partitions)]
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def group_report(settings: Settings) -> str:
+    """The worker group as text, for a failure message: state, members and, per
+    input and metric-delta partition, owner, committed offset, end offset and lag."""
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from aiokafka.structs import TopicPartition
+
+    async with _group_clients(settings) as (admin, consumer, tps):
         lines: list[str] = []
         owner: dict[TopicPartition, str] = {}
         for response in await admin.describe_consumer_groups([settings.app_id]):
@@ -240,7 +243,6 @@ async def group_report(settings: Settings) -> str:
                                   if tp.topic == settings.input_topics["logins"])
                     lines.append(f"  {name} owns input partitions {mine}")
         committed = await admin.list_consumer_group_offsets(settings.app_id)
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         ends = await consumer.end_offsets(tps)
         for tp in tps:
             meta = committed.get(tp)
@@ -249,9 +251,6 @@ async def group_report(settings: Settings) -> str:
             lines.append(f"  {tp.topic}[{tp.partition}] owner={owner.get(tp, '-')} "
                          f"committed={offset} end={ends[tp]} lag={lag}")
         return "\n".join(lines)
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 def describe_group(settings: Settings) -> str:

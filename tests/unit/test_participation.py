@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxstream.alerts import Alert
 from cxstream.cli import main
 from cxstream.config import EngineConfig, Profile
 from cxstream.engine import Engine
@@ -27,7 +26,7 @@ from cxstream.replay import Replayer
 from cxstream.schemas.events import event_to_json
 from cxstream.state import DictStore
 from tests.factories import HOUR, alert_set, at, by_time, cancelled, login, reasons, story
-from tests.unit.test_properties import customer_events
+from tests.unit.test_properties import customer_events, run
 
 LATENESS = 6 * HOUR
 ONLY = EngineConfig(profile=Profile(alert_kinds=("participation",)),
@@ -126,15 +125,6 @@ def tapering(customer_id: str, *, busy_days: int = 30, until: int = 70) -> list[
 
 def processor(model: ParticipationModel, config: EngineConfig = ONLY) -> PartitionProcessor:
     return PartitionProcessor(Engine(config), DictStore(), StreamClock(LATENESS), model=model)
-
-
-def run(proc: PartitionProcessor, events: list[Event]) -> list[Alert]:
-    alerts: list[Alert] = []
-    for e in events:
-        out = proc.process(e)
-        assert not out.late, e
-        alerts += out.alerts
-    return alerts
 
 
 def test_a_customer_approaching_the_learned_threshold_is_warned_then_escalated() -> None:
