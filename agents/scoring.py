@@ -1,8 +1,15 @@
-"""The score step of the worker: one message in, engine outcome published.
+"""The score step of the worker: input messages in, engine outcomes published.
 
 Holds one ``PartitionProcessor`` per assigned partition, restored from the
 changelogged table the first time a partition is seen after a rebalance, so a
 restarted or newly assigned worker carries on from the table's state.
+
+**Runs.** The agent takes messages in batches; the messages of one topic
+partition in a batch are processed one by one, in order, and *commit* as one
+run: one outbox record, one table write per changed customer, one metric-delta
+message per segment. Per message that would be about five produced records
+(record, its tombstone, state, delta, health); per run it is about one per
+changed customer, which is what lets one worker keep up with a backlog.
 
 **The outbox** (issue 7). Processing is at-least-once: after a crash or a
 rebalance everything after the group's committed offset is delivered again.
@@ -11,33 +18,37 @@ producer's buffer but not RocksDB), so a redelivered message must not simply be
 skipped as a repeat: its outputs may never have left. And a state can also be
 *behind* (recovery replays changelog records over the local store), so
 processing it again could decide the same thing at another moment. So every
-processed message first writes an outbox record to the customers table, under
-``\\x00o|<partition>|<topic>|<offset>``: the states it changed and everything it
-published. Only then are the states written and the outputs sent. When a
-message with an outbox record comes again, nothing is decided again: the
-recorded states are put back where the table holds an older version, and the
-recorded outputs are sent again (alerts keep their ``(alert_id, seq)``; metric
-deltas carry their source message in a ``cx-src`` header, and the metrics agent
-folds each source message once). Records below the group's committed offset
-are deleted as processing goes on. The record lives in the same table, hence
-the same changelog partition, as the states, written before them, so any
-changelog prefix that holds one of a message's states holds its record too.
+run that changed or published anything first writes an outbox record to the
+customers table, under ``\\x00o|<partition>|<topic>|<offset of its last
+message>``: the states it changed and everything it published, dead letters
+included. Only then are the states written and the outputs sent. When a
+message at or below a live record's offset comes again, nothing is decided
+again: the recorded states are put back where the table holds an older
+version, and the recorded outputs are sent again (alerts keep their
+``(alert_id, seq)``; metric deltas carry their run in a ``cx-src`` header, and
+the metrics agent folds each run once). Records below the group's committed
+offset are deleted as processing goes on. The record lives in the same table,
+hence the same changelog partition, as the states, written before them, so any
+changelog prefix that holds one of a run's states holds its record too.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from faust.streams import _current_event
 
 from cxstream.agents.ingest import dead_letter, decode
 from cxstream.agents.sensors import ServiceMetrics
 from cxstream.agents.tables import INTERNAL_PREFIX, TableStore
-from cxstream.alerts import rfc3339
+from cxstream.alerts import Alert, rfc3339
 from cxstream.engine import Engine
 from cxstream.errors import InvalidEvent
 from cxstream.events import Event
@@ -229,28 +240,31 @@ class Scorer:
 
     def _process(self, proc: PartitionProcessor, event: Event, source: str,
                  caught_up: bool, offset: int) -> Outcome:
-        """Process with bounded retries; the table is written only on success."""
+        """Process with bounded retries; a failed attempt leaves no state behind."""
         store: TableStore = proc.store  # type: ignore[assignment]
         for attempt in range(1, POISON_ATTEMPTS + 1):
-            store.hold()  # the caller writes the outbox record, then the states
+            store.hold()
             try:
-                return proc.process(event, source=source, caught_up=caught_up,
-                                    position=offset)
+                out = proc.process(event, source=source, caught_up=caught_up,
+                                   position=offset)
             except Exception:
                 store.drop()
                 if attempt == POISON_ATTEMPTS:
                     raise
                 log.warning("processing %s failed (attempt %d), retrying", event.event_id,
                             attempt, exc_info=True)
+                continue
+            store.release()
+            return out
         raise AssertionError("unreachable")
 
-    def _save_clock(self, partition: int, proc: PartitionProcessor) -> None:
+    def _save_clock(self, partition: int, proc: PartitionProcessor, messages: int) -> None:
         """Checkpoint the partition's clock in the table every so often.
 
         An older checkpoint only restores a lower watermark (decisions later,
         never an event wrongly late), so it need not be written per event.
         """
-        n = self._unsaved.get(partition, 0) + 1
+        n = self._unsaved.get(partition, 0) + messages
         if n < CLOCK_SAVE_EVERY:
             self._unsaved[partition] = n
             return
@@ -263,54 +277,103 @@ class Scorer:
         end = max(self._ends.get((tp.topic, tp.partition), 0), self.highwater(tp) or 0)
         return offset + 1 >= end
 
-    async def handle(self, message: Any, raw: bytes | None) -> None:
-        """Process one input message; every path ends published or dead-lettered."""
-        started = time.perf_counter()
-        try:
-            await self._handle(message, raw)
-        finally:
-            # Dead letters count too: taking a message off the topic is the work.
-            self.metrics.latency.observe(time.perf_counter() - started)
+    def _recorded(self, partition: int, topic: str, offset: int) -> bool:
+        """Whether a live outbox record covers the message (it was processed before).
 
-    async def _handle(self, message: Any, raw: bytes | None) -> None:
-        try:
-            event = decode(raw)
-        except InvalidEvent as exc:
-            await self._dead(message, raw, exc)
-            return
-        partition, topic, offset = message.partition, message.topic, message.offset
+        Records cover consecutive runs of a topic partition's offsets, and every
+        run that changed or published anything has one, so everything up to the
+        last recorded offset was processed; a run without a record had no effect.
+        """
+        offsets = self._outbox.get((partition, topic))
+        return offsets is not None and bool(offsets) and offset <= next(reversed(offsets))
+
+    async def handle_batch(self, events: Sequence[Any]) -> None:
+        """Process a batch of input messages (Faust events); every message ends
+        published or dead-lettered.
+
+        The messages of each topic partition are processed in their order, and
+        each run of them commits once: one outbox record, one write per changed
+        customer, one metric-delta message per segment, the latest health
+        snapshot per customer. Partitions and topics are independent streams,
+        so handling one topic partition's messages before another's is just one
+        more arrival order, which the engine's event-time clock makes irrelevant.
+        """
+        started = time.perf_counter()
+        runs: dict[tuple[int, str], list[Any]] = {}
+        for ev in events:
+            runs.setdefault((ev.message.partition, ev.message.topic), []).append(ev)
+        for (partition, topic), run in runs.items():
+            # Table reads and writes go to the store and changelog partition of
+            # Faust's current event; a batch mixes partitions.
+            token = _current_event.set(weakref.ref(run[0]))
+            try:
+                await self._handle_run(partition, topic, run)
+            finally:
+                _current_event.reset(token)
+            elapsed = time.perf_counter() - started
+            for _ in run:  # dead letters count too: taking a message off the topic is the work
+                self.metrics.latency.observe(elapsed)
+
+    async def _handle_run(self, partition: int, topic: str, events: list[Any]) -> None:
         proc = await self.processor(partition)
         if partition not in self._seq:
             # First message since the partition was assigned: first put back and
             # publish again everything the uncommitted tail did before.
             await self._replay(partition, proc)
-        self._seen.setdefault(partition, {})[topic] = offset
-        caught_up = self.caught_up(message.tp, offset)
-        store: TableStore = proc.store  # type: ignore[assignment]
-        if offset in self._outbox.get((partition, topic), ()):
-            # Processed before and not committed; its outputs were published again
-            # by _replay. It still tells the clock whether its input caught up.
-            self.metrics.duplicates.inc()
+        seen = self._seen.setdefault(partition, {})
+        run: _Run | None = None
+        for ev in events:
+            message, raw = ev.message, ev.value
+            offset = message.offset
+            repeat = self._recorded(partition, topic, offset)
+            if run is not None and run.repeat != repeat:
+                await self._commit(proc, partition, run)
+                run = None
+            if run is None:
+                # A redelivered message was processed before: its outputs were
+                # published again by _replay. Its clock steps are a source of their own.
+                run = _Run(topic + _SWEPT if repeat else topic, repeat)
+            seen[topic] = offset
+            run.offset = offset
+            run.messages += 1
+            self._handle_message(proc, run, message, raw, repeat)
+        if run is not None:
+            await self._commit(proc, partition, run)
+
+    def _handle_message(self, proc: PartitionProcessor, run: _Run, message: Any,
+                        raw: bytes | None, repeat: bool) -> None:
+        """Process one message into ``run`` (its states pending in the store)."""
+        try:
+            event = decode(raw)
+        except InvalidEvent as exc:
+            if not repeat:  # a repeat's dead letter is in its outbox record
+                self._dead(run, message, raw, exc)
+            return
+        caught_up = self.caught_up(message.tp, message.offset)
+        m = self.metrics
+        if repeat:
+            # It still tells the clock whether its input caught up.
+            m.duplicates.inc()
+            store: TableStore = proc.store  # type: ignore[assignment]
             store.hold()
             try:
-                out = proc.observe(topic, event.occurred_at, caught_up)
+                out = proc.observe(message.topic, event.occurred_at, caught_up)
             except Exception:
                 store.drop()
                 raise
-            await self._commit(proc, partition, topic + _SWEPT, offset, out, store.release())
+            store.release()
+            run.add(out)
             return
         try:
-            out = self._process(proc, event, topic, caught_up, offset)
+            out = self._process(proc, event, message.topic, caught_up, message.offset)
         except Exception as exc:  # a poison pill: an event the engine cannot process
-            await self._dead(message, raw, InvalidEvent(
+            self._dead(run, message, raw, InvalidEvent(
                 f"processing failed {POISON_ATTEMPTS} times: {type(exc).__name__}: {exc}",
                 code="processing_error"))
             return
-        states = store.release()
-        m = self.metrics
         if out.late:
             wm = proc.clock.watermark
-            await self._dead(message, raw, InvalidEvent(
+            self._dead(run, message, raw, InvalidEvent(
                 f"occurred_at {rfc3339(event.occurred_at)} is before the partition's watermark "
                 f"{rfc3339(wm)} (allowed lateness "
                 f"{self.engine.config.allowed_lateness_seconds:g}s)", code="late"))
@@ -321,43 +384,45 @@ class Scorer:
             m.events.labels(event.type).inc()
         if out.new_customer:
             m.customers.inc()
-        await self._commit(proc, partition, topic, offset, out, states)
-        if proc.clock.watermark > -math.inf:
-            m.watermark.set(max(p.clock.watermark for p in self.processors.values()))
+        run.add(out)
 
-    async def _commit(self, proc: PartitionProcessor, partition: int, source: str,
-                      offset: int, out: Outcome, states: dict[str, bytes]) -> None:
-        """Record, write and publish what processing one message did."""
-        if not states:  # nothing changed, nothing to publish
-            self._maybe_clean(partition)
+    async def _commit(self, proc: PartitionProcessor, partition: int, run: _Run) -> None:
+        """Record, write and publish what processing one run of messages did."""
+        store: TableStore = proc.store  # type: ignore[assignment]
+        states = store.take()
+        self._save_clock(partition, proc, run.messages)
+        if proc.clock.watermark > -math.inf:
+            self.metrics.watermark.set(max(p.clock.watermark for p in self.processors.values()))
+        if not states and not run.sends and not run.alerts and not run.deltas:
+            self._maybe_clean(partition)  # nothing changed, nothing to publish
             return
         m = self.metrics
-        sends: list[tuple[bytes, bytes, bytes]] = []
-        for alert in out.alerts:
+        sends: list[tuple[bytes, bytes | None, bytes]] = []
+        for alert in run.alerts:
             sends.append((b"a", alert.customer_id.encode(), orjson.dumps(alert.to_dict())))
             m.alerts.labels(alert.kind, alert.state).inc()
-        for snap in out.health:
+        for snap in run.health.values():  # the health topic is compacted by customer
             sends.append((b"h", snap.customer_id.encode(), orjson.dumps(snap.to_dict())))
             self.note_risk(snap)
-        for route, rows in route_deltas(out.metrics).items():
+        for route, rows in route_deltas(run.deltas).items():
             sends.append((b"d", route, orjson.dumps(rows)))
+        sends.extend(run.sends)
         seq = self._seq.get(partition, 0)
         self._seq[partition] = seq + 1
-        # The record first, then the states: whatever of this message's states
-        # survive a crash, its record survives too.
+        # The record first, then the states: whatever of this run's states survive
+        # a crash, its record survives too.
         model = orjson.dumps(proc.model.to_dict()) if proc.model.dirty else None
-        self.table[outbox_key(partition, source, offset)] = _outbox_record(
+        self.table[outbox_key(partition, run.source, run.offset)] = _outbox_record(
             seq, proc.clock.to_dict(), states, sends, model)
-        self._outbox.setdefault((partition, source), {})[offset] = None
-        proc.store.write(states)  # type: ignore[attr-defined]
+        self._outbox.setdefault((partition, run.source), {})[run.offset] = None
+        store.write(states)
         if model is not None:  # outcomes are rare; the model is saved with each one
             self.table[model_key(partition)] = model
             proc.model.dirty = False
-        await self._send(sends, delta_source(source, partition), offset)
-        self._save_clock(partition, proc)
+        await self._send(sends, delta_source(run.source, partition), run.offset)
         self._maybe_clean(partition)
 
-    async def _send(self, sends: list[tuple[bytes, bytes, bytes]], source: str,
+    async def _send(self, sends: list[tuple[bytes, bytes | None, bytes]], source: str,
                     offset: int) -> None:
         topics = self.topics
         header = {DELTA_SOURCE_HEADER: f"{source}|{offset}".encode()}
@@ -366,8 +431,10 @@ class Scorer:
                 await topics.alerts.send(key=key, value=value)
             elif kind == b"h":
                 await topics.health.send(key=key, value=value)
-            else:
+            elif kind == b"d":
                 await topics.deltas.send(key=key, value=value, headers=header)
+            else:
+                await topics.deadletters.send(key=key, value=value)
 
     async def _replay(self, partition: int, proc: PartitionProcessor) -> None:
         """Put back and publish again the outbox records at or after the committed offsets.
@@ -403,14 +470,13 @@ class Scorer:
                     self.note_risk(self.engine.snapshot(st))
                 else:
                     self.at_risk.pop(st.customer_id, None)
-            sends = [(kind.encode(), key.encode(), orjson.dumps(value))
-                     for kind, key, value in record["o"]]
-            await self._send(sends, delta_source(source, partition), offset)
+            await self._send([_decode_send(s) for s in record["o"]],
+                             delta_source(source, partition), offset)
         proc.clock = StreamClock.from_dict(records[-1][3]["c"],
                                            self.engine.config.allowed_lateness_seconds)
         for topic in self._backlogs.get(partition, {}):
             proc.clock.hold(topic)
-        log.info("partition %d: published again the outputs of %d uncommitted messages",
+        log.info("partition %d: published again the outputs of %d uncommitted runs",
                  partition, len(records))
 
     def _maybe_clean(self, partition: int) -> None:
@@ -434,22 +500,59 @@ class Scorer:
                 del offsets[first]
                 del self.table[outbox_key(partition, topic, first)]
 
-    async def _dead(self, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
-        await self.topics.deadletters.send(
-            key=message.key,
-            value=dead_letter(raw, error, topic=message.topic, partition=message.partition,
-                              offset=message.offset, key=message.key),
-        )
+    def _dead(self, run: _Run, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
+        """Dead-letter a message with the run's outputs (so its record has it too)."""
+        run.sends.append((b"x", message.key, dead_letter(
+            raw, error, topic=message.topic, partition=message.partition,
+            offset=message.offset, key=message.key)))
         self.metrics.dead_letters.labels(error.code).inc()
 
 
+class _Run:
+    """What a run of one topic partition's messages produced, until it commits."""
+
+    __slots__ = ("alerts", "deltas", "health", "messages", "offset", "repeat", "sends",
+                 "source")
+
+    def __init__(self, source: str, repeat: bool) -> None:
+        self.source = source  # the topic, or topic + "~" for a run of repeats
+        self.repeat = repeat
+        self.offset = -1  # of its last message: the run's outbox key and delta position
+        self.messages = 0
+        self.alerts: list[Alert] = []
+        self.deltas: list[MetricDelta] = []
+        self.health: dict[str, HealthSnapshot] = {}
+        self.sends: list[tuple[bytes, bytes | None, bytes]] = []  # dead letters
+
+    def add(self, out: Outcome) -> None:
+        self.alerts.extend(out.alerts)
+        self.deltas.extend(out.metrics)
+        for snap in out.health:
+            self.health[snap.customer_id] = snap
+
+
+def _decode_send(entry: list[Any]) -> tuple[bytes, bytes | None, bytes]:
+    """An outbox record's ``[kind, key, value]`` back as bytes (see ``_outbox_record``)."""
+    kind, key, value = entry
+    if kind == "x":  # a dead letter keeps its message's raw key, and its value is a string
+        return b"x", None if key is None else base64.b64decode(key), value.encode()
+    return kind.encode(), key.encode(), orjson.dumps(value)
+
+
 def _outbox_record(seq: int, clock: dict[str, Any], states: dict[str, bytes],
-                   sends: list[tuple[bytes, bytes, bytes]], model: bytes | None) -> bytes:
+                   sends: list[tuple[bytes, bytes | None, bytes]], model: bytes | None) -> bytes:
     """``{"q": seq, "c": clock, "s": [state, ...], "o": [[kind, key, value], ...]}``, plus
-    ``"m"``: the partition's participation model when this message changed it; from
-    already-encoded parts."""
-    outs = b",".join(b'["' + kind + b'",' + orjson.dumps(key.decode()) + b"," + value + b"]"
-                     for kind, key, value in sends)
+    ``"m"``: the partition's participation model when this run changed it; from
+    already-encoded parts. A dead letter (kind ``x``) keeps its message's key in
+    base64 (any bytes, or null) and its JSON value as a string."""
+    outs = []
+    for kind, key, value in sends:
+        if kind == b"x":
+            k = b"null" if key is None else b'"' + base64.b64encode(key) + b'"'
+            outs.append(b'["x",' + k + b"," + orjson.dumps(value.decode()) + b"]")
+        else:
+            assert key is not None
+            outs.append(b'["' + kind + b'",' + orjson.dumps(key.decode()) + b"," + value + b"]")
     extra = b',"m":' + model if model is not None else b""
     return (b'{"q":' + str(seq).encode() + b',"c":' + orjson.dumps(clock) + b',"s":['
-            + b",".join(states.values()) + b'],"o":[' + outs + b"]" + extra + b"}")
+            + b",".join(states.values()) + b'],"o":[' + b",".join(outs) + b"]" + extra + b"}")

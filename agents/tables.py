@@ -30,25 +30,32 @@ def is_internal_key(key: str | bytes) -> bool:
 class TableStore:
     """A ``StateStore`` over a Faust table, optionally limited to one partition.
 
-    Between ``hold()`` and ``release()`` writes are kept in memory (and read back
-    from there), so the caller decides when, and after what, they reach the table:
-    the scorer writes a message's outbox record before the states it changed.
+    Between ``hold()`` and ``release()`` the states one message changes are kept
+    as objects; ``release()`` serializes them into the *pending* states, which
+    accumulate over a run of messages until ``take()``, so the caller decides
+    when, and after what, they reach the table: the scorer writes a run's outbox
+    record before the states it changed. Reads see held, then pending, then
+    table states. Pending states are kept serialized, so a message whose
+    processing failed (``drop()``) cannot have changed them in place.
     """
 
-    __slots__ = ("_belongs", "_held", "table")
+    __slots__ = ("_belongs", "_held", "_pending", "table")
 
     def __init__(self, table: Any, belongs: Callable[[str], bool] | None = None) -> None:
         self.table = table
         self._belongs = belongs
         self._held: dict[str, CustomerState] | None = None
+        self._pending: dict[str, bytes] = {}
 
     def get(self, customer_id: str) -> CustomerState | None:
         held = self._held
         if held is not None and customer_id in held:
             return held[customer_id]
-        raw = self.table.get(customer_id)
+        raw = self._pending.get(customer_id)
         if raw is None:
-            return None
+            raw = self.table.get(customer_id)
+            if raw is None:
+                return None
         return CustomerState.from_wire(orjson.loads(raw))
 
     def put(self, state: CustomerState) -> None:
@@ -58,17 +65,24 @@ class TableStore:
         self.table[state.customer_id] = orjson.dumps(state.to_wire())
 
     def hold(self) -> None:
-        """Keep writes in memory until ``release`` (or ``drop``)."""
+        """Keep one message's writes in memory until ``release`` (or ``drop``)."""
         self._held = {}
 
     def drop(self) -> None:
         """Forget the held writes (the processing that made them failed)."""
         self._held = None
 
-    def release(self) -> dict[str, bytes]:
-        """Stop holding; the held states serialized, for ``write`` (nothing written yet)."""
+    def release(self) -> None:
+        """Stop holding; the held states join the pending ones (nothing written yet)."""
         held, self._held = self._held or {}, None
-        return {cid: orjson.dumps(st.to_wire()) for cid, st in held.items()}
+        pending = self._pending
+        for cid, st in held.items():
+            pending[cid] = orjson.dumps(st.to_wire())
+
+    def take(self) -> dict[str, bytes]:
+        """The pending states, serialized, for ``write``; pending is empty afterwards."""
+        pending, self._pending = self._pending, {}
+        return pending
 
     def write(self, states: dict[str, bytes]) -> None:
         for customer_id, raw in states.items():

@@ -266,12 +266,17 @@ class MetricBook:
 
     def add(self, delta: MetricDelta) -> list[MetricUpdate]:
         """Fold one delta in; return the window's new value(s) and any derived ones."""
+        return self._updates(delta, self.fold(delta))
+
+    def fold(self, delta: MetricDelta) -> Any:
+        """Fold one delta in, computing no update (a batch asks ``current`` once per
+        window after its last fold); returns the window's accumulator."""
         agg = AGGREGATORS[delta.metric]
         key = delta.key
         acc = self.store.get(key)
         acc = agg.agg(acc if acc is not None else agg.initialize(), delta)
         self.store[key] = acc
-        return self._updates(delta, acc)
+        return acc
 
     def current(self, delta: MetricDelta) -> list[MetricUpdate]:
         """The updates ``add`` gave for this delta's window, without folding it again.

@@ -130,14 +130,14 @@ class Harness:
         self.registry = registry
         self.handled: list[tuple[str, int]] = []
         self.agents: list[Any] = []
-        real_handle = svc.scorer.handle
+        real_handle = svc.scorer.handle_batch
 
-        async def recording_handle(message: Any, raw: bytes | None) -> None:
-            await real_handle(message, raw)
-            self.handled.append((message.topic, message.offset))
+        async def recording_handle(events: Any) -> None:
+            await real_handle(events)
+            self.handled.extend((ev.message.topic, ev.message.offset) for ev in events)
 
-        # The agent looks ``scorer.handle`` up per message, so this sees every one.
-        svc.scorer.handle = recording_handle  # type: ignore[method-assign]
+        # The agent looks ``scorer.handle_batch`` up per batch, so this sees every one.
+        svc.scorer.handle_batch = recording_handle  # type: ignore[method-assign]
 
     def topic_of(self, family: str) -> str:
         return self.svc.settings.topic(family)
@@ -164,6 +164,25 @@ class Harness:
         await asyncio.wait_for(agent.put(value=value, key=key), PUT_TIMEOUT_S)
         await self._until(lambda: (self.topic_of(family), offset) in self.handled, agent)
         return offset
+
+    async def score_batch(self, agent: Any, values: list[Event | bytes]) -> list[int]:
+        """Deliver messages to ``score_events`` as one batch (all on the logins topic
+        unless an ``Event`` says otherwise); returns their offsets.
+
+        The agent takes a batch once it holds ``SCORE_BATCH`` messages, so the test
+        sets that to ``len(values)`` first (``batch_of`` fixture)."""
+        self._track(agent)
+        sent = []
+        for value in values:
+            key, family = b"c1", "logins"
+            if isinstance(value, Event):
+                key, family, value = (value.customer_id.encode(), value.family,
+                                      event_to_json(value))
+            agent.original_channel = self.topic_of(family)
+            sent.append((self.topic_of(family), agent.sent_offset))
+            await asyncio.wait_for(agent.put(value=value, key=key, wait=False), PUT_TIMEOUT_S)
+        await self._until(lambda: all(s in self.handled for s in sent), agent)
+        return [offset for _, offset in sent]
 
     async def aggregate(self, agent: Any, key: bytes, value: bytes,
                         headers: dict[str, bytes] | None = None) -> None:

@@ -12,6 +12,7 @@ from cxstream.agents import scoring
 from cxstream.agents.app import Service
 from cxstream.agents.backlog import Backlog
 from cxstream.agents.scoring import DELTA_SOURCE_HEADER, outbox_key
+from cxstream.state import CustomerState
 from tests.agents.conftest import Harness, output_topics
 from tests.factories import at, login
 
@@ -164,3 +165,63 @@ async def test_a_delta_message_is_folded_once_per_source_message(
     assert values == [1.0, 1.0, 2.0, 3.0, 3.0]
     raw = service.metric_accs[orjson.dumps(["active_customers", None, at(0, 9), 3600]).decode()]
     assert raw.startswith(b'P{"logins/0":8,"logins/1":7}\n')
+
+
+@pytest.fixture()
+def batch_of(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``batch_of(n)``: the score agent takes exactly ``n`` messages per batch."""
+    from cxstream.agents import app
+
+    def set_size(n: int) -> None:
+        monkeypatch.setattr(app, "SCORE_BATCH", n)
+        monkeypatch.setattr(app, "SCORE_BATCH_WITHIN_S", PUT_TIMEOUT)
+
+    return set_size
+
+
+PUT_TIMEOUT = 4.0
+
+
+async def test_a_run_of_messages_commits_once(
+    service: Service, harness: Harness, batch_of: Any
+) -> None:
+    batch_of(4)
+    topic = service.settings.topic("logins")
+    async with service.score_events.test_context() as agent:
+        offsets = await harness.score_batch(agent, [
+            login("c1", 0, 9, segment="pro"), login("c2", 0, 9, segment="pro"),
+            b"{not json", login("c1", 0, 10, segment="pro")])
+
+    records = sorted(k for k in service.customers.keys() if k.startswith("\x00o|"))
+    assert records == [outbox_key(0, topic, offsets[-1])]  # one record, at the last offset
+    record = orjson.loads(service.customers[records[0]])
+    assert sorted(CustomerState.from_wire(s).customer_id
+                  for s in record["s"]) == ["c1", "c2"]  # one state per customer
+    assert [kind for kind, _, _ in record["o"]].count("x") == 1
+    assert [d["code"] for _, d in harness.dead_letters()] == ["invalid_json"]
+    # One delta message per segment, tagged with the run's last offset.
+    routes = [(k, h) for k, _, h in harness.delta_messages()]
+    assert sorted(k for k, _ in routes) == sorted({k for k, _ in routes})
+    assert {h[DELTA_SOURCE_HEADER] for _, h in routes} <= {f"logins/0|{offsets[-1]}".encode()}
+    assert harness.customer("c1").events == 2
+    assert harness.sample("cxstream_events_processed_total", type="login") == 3
+
+
+async def test_a_redelivered_run_publishes_its_dead_letters_again_without_deciding_again(
+    service: Service, harness: Harness, batch_of: Any
+) -> None:
+    batch_of(2)
+    async with service.score_events.test_context() as agent:
+        batch = [login("c1", 0, 9), b"{not json"]
+        await harness.score_batch(agent, batch)
+        first = harness.dead_letters()
+        lose_outputs(service)
+        service.scorer.forget()  # killed before the producer sent anything
+        harness.handled.clear()
+        agent.sent_offset = 0
+        await harness.score_batch(agent, batch)
+
+    assert harness.dead_letters() == first  # from the outbox record, once
+    assert harness.sample("cxstream_dead_letters_total", reason="invalid_json") == 1
+    assert harness.sample("cxstream_duplicate_events_total") == 1
+    assert harness.customer("c1").events == 1
