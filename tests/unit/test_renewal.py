@@ -185,3 +185,16 @@ def test_the_baseline_is_the_same_whenever_it_is_folded() -> None:
     assert n == 56  # days 0..55, before the ring of days 56..90
     # 41 active days then 15 silent ones, weighted towards the recent silence.
     assert 0.3 < rate < 41 / 56
+
+
+def test_renewal_risk_is_not_crowded_out_by_the_raise_cap() -> None:
+    # One raise per 30 days allowed: inactivity takes it on day 66 (7 days after the last
+    # login). renewal_risk limits itself to one raise per renewal cycle, so the cap neither
+    # holds it back nor counts it.
+    events = [*daily("c", 0, 59, hour=9), renewed("c", 30, 10), renewed("c", 60, 10)]
+    config = only("inactivity", "renewal_risk", max_raises_per_30d=1)
+
+    alerts = alerts_of(events, 80, config)
+
+    raised = [(a.kind, a.decided_at) for a in alerts if a.state == "raised"]
+    assert raised == [("inactivity", at(66, 9)), ("renewal_risk", at(72))]
