@@ -66,6 +66,7 @@ class Profile:
     # own baseline, raised in the weeks before the next renewal.
     renewal_cycle_days: float = 30.0
     renewal_window_days: float = 28.0
+    renewal_min_notice_days: float = 7.0
     renewal_recovery_ratio: float = 0.5
     baseline_half_life_days: float = 28.0
     baseline_min_days: int = 7
@@ -107,8 +108,10 @@ class Profile:
             problems.append("need at_risk_critical < at_risk_enter < at_risk_exit")
         if not 0 <= self.participation_margin_days <= 27:
             problems.append("participation_margin_days must be within 0..27")
-        if not 0 < self.renewal_window_days <= self.renewal_cycle_days:
-            problems.append("need 0 < renewal_window_days <= renewal_cycle_days")
+        if not 0 <= self.renewal_min_notice_days < self.renewal_window_days <= (
+                self.renewal_cycle_days):
+            problems.append("need 0 <= renewal_min_notice_days < renewal_window_days "
+                            "<= renewal_cycle_days")
         if not (1 <= self.decline_days <= 28 and 1 <= self.crisis_decline_days <= 28):
             problems.append("decline_days and crisis_decline_days must be within 1..28 "
                             "(the daily ring)")

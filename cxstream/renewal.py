@@ -22,7 +22,9 @@ beyond doubt. Two tests decide whether it is, each against the customer's
 
 The next renewal is the last ``subscription.renewed`` or ``converted`` plus
 ``renewal_cycle_days``. An episode is raised while either test holds and the
-renewal is at most ``renewal_window_days`` away (or not known yet); it stays
+renewal is at most ``renewal_window_days`` and at least ``renewal_min_notice_days``
+away (or not known yet: a decline found in the renewal's last week is too late for
+a save call, and is raised for the next renewal instead, if there is one); it stays
 open until the customer renews (a new cycle: it can be raised again, after
 the cooldown, for the next renewal) or recovers (activity in the last 7 days
 back to ``renewal_recovery_ratio`` of the baseline). A renewal that is overdue
@@ -185,7 +187,11 @@ def assess(st: CustomerState, t: float, prof: Profile, is_open: bool,
         severity = ("critical" if to_renewal is not None and to_renewal <= CRITICAL_DAYS
                     else "warning")
         return Assessment(True, severity, lambda: (renewal,))
-    if to_renewal is not None and not 0.0 <= to_renewal <= prof.renewal_window_days:
+    if to_renewal is not None and not (
+            prof.renewal_min_notice_days <= to_renewal <= prof.renewal_window_days):
+        # Too early (the renewal is more than the window away), too late for a save call
+        # (less than the minimum notice: raised for the next renewal, if there is one), or
+        # overdue.
         return Assessment(False, "warning", lambda: ())
     found: list[Reason] = []
     if rate >= prof.decline_min_rate:
@@ -246,6 +252,7 @@ def next_deadline(st: CustomerState, prof: Profile, after: float, is_open: bool
     due = renewal_due(st, prof)
     if due is not None:
         candidates.extend((due - prof.renewal_window_days * DAY_SECONDS,
+                           due - prof.renewal_min_notice_days * DAY_SECONDS,
                            due - CRITICAL_DAYS * DAY_SECONDS, due))
     overdue = due is not None and after >= due
     gate_shut = due is not None and after < due - prof.renewal_window_days * DAY_SECONDS

@@ -198,3 +198,17 @@ def test_renewal_risk_is_not_crowded_out_by_the_raise_cap() -> None:
 
     raised = [(a.kind, a.decided_at) for a in alerts if a.state == "raised"]
     assert raised == [("inactivity", at(66, 9)), ("renewal_risk", at(72))]
+
+
+def test_a_decline_found_in_the_renewals_last_week_waits_for_the_next_renewal() -> None:
+    # Established at midnight of day 72 (2 active days in 58..71), but the renewal is due
+    # on day 74 at 10:00, 2.4 days away: too late for a save call (minimum notice 7 days).
+    # The customer renews; the next renewal (day 104) comes within 28 days on day 76 at
+    # 10:00, and the decline still holds.
+    events = [*daily("c", 0, 59), renewed("c", 14, 10), renewed("c", 44, 10),
+              renewed("c", 74, 10)]
+
+    alerts = alerts_of(events, 80)
+
+    assert story(alerts) == [("renewal_risk", "raised", "warning", at(76, 10), 0)]
+    assert reasons(alerts[0])[1] == ("renewal_in_days", 28.0, 28.0)
