@@ -19,7 +19,7 @@ DAY_SECONDS = 86_400.0
 WEIGHT_NAMES = ("inactivity", "decay", "email", "support", "feedback", "alive")
 ALERT_KINDS = (
     "inactivity", "engagement_decay", "email_disengagement", "support_friction",
-    "feedback", "at_risk", "score_drop", "participation",
+    "feedback", "at_risk", "score_drop", "participation", "renewal_risk",
 )
 
 
@@ -62,6 +62,22 @@ class Profile:
     score_drop_days: int = 14
     cooldown_days: float = 7.0
     max_raises_per_30d: int = 4
+    # Renewal risk (cxstream/renewal.py): an established decline against the customer's
+    # own baseline, raised in the weeks before the next renewal.
+    renewal_cycle_days: float = 30.0
+    renewal_window_days: float = 28.0
+    renewal_min_notice_days: float = 7.0
+    renewal_recovery_ratio: float = 0.5
+    baseline_half_life_days: float = 28.0
+    baseline_min_days: int = 7
+    decline_days: int = 14
+    decline_max_ratio: float = 0.2
+    decline_alpha: float = 0.03
+    decline_min_rate: float = 0.2
+    crisis_contacts: int = 4
+    crisis_decline_days: int = 7
+    crisis_max_ratio: float = 0.5
+    crisis_alpha: float = 0.05
     # BG/NBD population parameters (time unit: days), Fader-Hardie-Lee style.
     bgnbd_r: float = 0.25
     bgnbd_alpha: float = 4.0
@@ -92,6 +108,21 @@ class Profile:
             problems.append("need at_risk_critical < at_risk_enter < at_risk_exit")
         if not 0 <= self.participation_margin_days <= 27:
             problems.append("participation_margin_days must be within 0..27")
+        if not 0 <= self.renewal_min_notice_days < self.renewal_window_days <= (
+                self.renewal_cycle_days):
+            problems.append("need 0 <= renewal_min_notice_days < renewal_window_days "
+                            "<= renewal_cycle_days")
+        if not (1 <= self.decline_days <= 28 and 1 <= self.crisis_decline_days <= 28):
+            problems.append("decline_days and crisis_decline_days must be within 1..28 "
+                            "(the daily ring)")
+        for name in ("decline_max_ratio", "decline_alpha", "crisis_max_ratio", "crisis_alpha",
+                     "decline_min_rate", "renewal_recovery_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                problems.append(f"{name} must be within (0, 1]")
+        if self.baseline_half_life_days <= 0 or self.baseline_min_days < 1:
+            problems.append("need baseline_half_life_days > 0 and baseline_min_days >= 1")
+        if self.crisis_contacts < 1:
+            problems.append("crisis_contacts must be >= 1")
         if min(self.weights.values()) < 0 or sum(self.weights.values()) <= 0:
             problems.append("weights must be >= 0 and not all 0")
         if problems:

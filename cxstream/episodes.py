@@ -17,6 +17,9 @@ from cxstream.state import CustomerState, Episode
 __all__ = ["close_all", "transition"]
 
 _CAP_WINDOW = 30 * DAY_SECONDS
+# Kinds that limit themselves (renewal_risk: once per renewal cycle) are neither held back
+# by the cap nor counted in it, so the noisier kinds cannot crowd them out.
+_UNCAPPED = frozenset({"renewal_risk"})
 
 
 def transition(st: CustomerState, kind: str, obs: Observation, t: float, score: float | None,
@@ -28,10 +31,11 @@ def transition(st: CustomerState, kind: str, obs: Observation, t: float, score: 
             return None, False
         if st.cooldown.get(kind, float("-inf")) > t:
             return None, True
-        st.raises[:] = [x for x in st.raises if x > t - _CAP_WINDOW]
-        if len(st.raises) >= prof.max_raises_per_30d:
-            return None, True
-        st.raises.append(t)
+        if kind not in _UNCAPPED:
+            st.raises[:] = [x for x in st.raises if x > t - _CAP_WINDOW]
+            if len(st.raises) >= prof.max_raises_per_30d:
+                return None, True
+            st.raises.append(t)
         ep = Episode(t, 0, obs.severity)
         st.episodes[kind] = ep
         return _alert(st, kind, ep, "raised", obs.severity, t, score, obs.reasons), False

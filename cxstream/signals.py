@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Final
 
+from cxstream import renewal
 from cxstream.alerts import Reason, rfc3339
 from cxstream.config import ALERT_KINDS, DAY_SECONDS, Profile
 from cxstream.events import ACTIVITY_TYPES, EVENT_TYPES
@@ -83,24 +84,29 @@ def _days(seconds: float) -> float:
 # ---------------------------------------------------------------- state updates
 
 
-def _ring_add(st: CustomerState, t: float, slot: int) -> None:
+def _ring_add(st: CustomerState, t: float, slot: int, prof: Profile) -> None:
     day = _day(t)
-    _ring_roll(st, day)
+    _ring_roll(st, day, prof)
     assert st.ring_day0 is not None
     idx = day - st.ring_day0
     if idx >= 0 and st.ring[idx][slot] < 255:  # the stored form keeps a byte per count
         st.ring[idx][slot] += 1
 
 
-def _ring_roll(st: CustomerState, day: int) -> None:
-    """Make the ring end at ``day``: ``ring[i]`` counts day ``ring_day0 + i``."""
+def _ring_roll(st: CustomerState, day: int, prof: Profile) -> None:
+    """Make the ring end at ``day``: ``ring[i]`` counts day ``ring_day0 + i``.
+
+    Days leaving the ring are folded into the renewal-risk baseline first.
+    """
     if st.ring_day0 is None:
         st.ring_day0 = day - RING_DAYS + 1
         st.ring = [[0, 0, 0] for _ in range(RING_DAYS)]
+        st.base_upto = _day(st.first_seen_at)
         return
     shift = day - (st.ring_day0 + RING_DAYS - 1)
     if shift <= 0:
         return
+    renewal.fold(st, day - RING_DAYS + 1, prof)
     if shift >= RING_DAYS:
         st.ring = [[0, 0, 0] for _ in range(RING_DAYS)]
     else:
@@ -128,7 +134,7 @@ def apply_event(st: CustomerState, row: list[Any], prof: Profile) -> None:
     kind = _TYPE[code]
     if code in _ACTIVITY_CODES:
         _note_activity(st, t)
-        _ring_add(st, t, _LOGIN if kind == "login" else _EMAIL)
+        _ring_add(st, t, _LOGIN if kind == "login" else _EMAIL, prof)
     if kind.startswith("email."):
         _decay_email(st, t)
         if kind == "email.sent":
@@ -158,6 +164,8 @@ def apply_event(st: CustomerState, row: list[Any], prof: Profile) -> None:
     elif kind in ("subscription.trial_started", "subscription.converted",
                   "subscription.renewed"):
         st.cancelled_at = None
+        if kind != "subscription.trial_started":
+            st.renewed_at = t
 
 
 def _note_activity(st: CustomerState, t: float) -> None:
@@ -180,7 +188,7 @@ def _note_activity(st: CustomerState, t: float) -> None:
 def _apply_ticket(st: CustomerState, t: float, kind: str, ticket_id: str, prof: Profile) -> None:
     st.ticket_events += 1
     if kind in ("ticket.opened", "ticket.reopened"):  # the customer's contacts, not agent replies
-        _ring_add(st, t, _TICKET)
+        _ring_add(st, t, _TICKET, prof)
     if kind == "ticket.opened":
         repeat_line = prof.repeat_contact_days * DAY_SECONDS
         if st.last_resolved_at is not None and t - st.last_resolved_at <= repeat_line:
@@ -411,6 +419,7 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
     obs["at_risk"] = Observation(
         score < band, "critical" if score < prof.at_risk_critical else "warning",
         at_risk_reasons)
+    obs["renewal_risk"] = _renewal_observation(st, t, prof)
     peak = max((s for _, s in st.score_hist), default=score)
     fall = peak - score
     drop_line = prof.score_drop_points / 2 if "score_drop" in open_ else prof.score_drop_points
@@ -421,6 +430,16 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
                         f"(from {peak:.0f} to {score:.0f})."),),
     )
     return obs
+
+
+def _renewal_observation(st: CustomerState, t: float, prof: Profile) -> Observation:
+    ep = st.episodes.get("renewal_risk")
+    verdict = renewal.assess(st, t, prof, ep is not None,
+                             ep.started_at if ep is not None else None)
+    if verdict is None:
+        return Observation(False, "warning", (Reason(
+            "not_judged", None, None, "No baseline to judge against (new or cancelled)."),))
+    return Observation(verdict.active, verdict.severity, verdict.reasons)
 
 
 def _feedback_observation(st: CustomerState, prof: Profile) -> Observation:
@@ -463,5 +482,9 @@ def next_deadline(st: CustomerState, prof: Profile, after: float) -> float | Non
     candidates = [last + line, last + prof.escalate_factor * line]
     overdue = prof.ticket_overdue_days * DAY_SECONDS
     candidates.extend(opened + overdue for opened in st.open_tickets.values())
+    if "renewal_risk" in prof.alert_kinds:
+        due = renewal.next_deadline(st, prof, after, "renewal_risk" in st.episodes)
+        if due is not None:
+            candidates.append(due)
     future = [c for c in candidates if c > after]
     return min(future) if future else None

@@ -60,6 +60,13 @@ class CustomerState:
     gap_ewm_days: float | None = None
     ring_day0: int | None = None
     ring: list[list[int]] = field(default_factory=list)
+    # activity baseline of the days before the ring (renewal.py): EWMAs (from 0, bias
+    # corrected when read) of active days and of daily counts, days folded, first day
+    # not folded yet
+    base_days: float = 0.0
+    base_count: float = 0.0
+    base_n: int = 0
+    base_upto: int | None = None
     # email
     em_delivered: float = 0.0
     em_opened: float = 0.0
@@ -80,6 +87,7 @@ class CustomerState:
     feedback: dict[str, list[Any]] = field(default_factory=dict)
     # subscription
     cancelled_at: float | None = None
+    renewed_at: float | None = None  # last subscription.renewed or converted
     # participation snapshots awaiting their outcome: [taken at, active days of 28]
     part_snaps: list[list[float]] = field(default_factory=list)
     part_next: float | None = None  # when the next snapshot is due
@@ -175,7 +183,7 @@ class DictStore:
         return len(self.data)
 
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _ID_BYTES = 6  # event id fingerprints are 48-bit (engine.event_id_hash)
 _PACKED = ("episodes", "counted", "ring", "recent_ids", "tickets", "open_tickets")
 _FIELDS = tuple(f for f in fields(CustomerState) if f.name not in _PACKED)

@@ -74,7 +74,7 @@ class AlertOut(BaseOutModel):
     customer_id: CustomerId
     kind: NonEmpty = Field(
         description="What kind of risk: inactivity, engagement_decay, email_disengagement, "
-        "support_friction, feedback, at_risk, score_drop or participation."
+        "support_friction, feedback, at_risk, score_drop, participation or renewal_risk."
     )
     state: AlertState
     severity: AlertSeverity
