@@ -68,8 +68,14 @@ log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 # Events between checkpoints of a partition's stream clock in the table.
 CLOCK_SAVE_EVERY = 100
-# Messages of a partition between deletions of its committed outbox records.
+# Runs of a partition between deletions of its committed outbox records.
 OUTBOX_CLEAN_EVERY = 50
+# A run commits early once its outbox record would pass this size (estimated), so
+# the record and each metric-delta message stay well under Kafka's 1 MB message limit.
+RUN_MAX_BYTES = 256 * 1024
+# Estimated encoded size of a metric-delta row and of an alert or health snapshot.
+_DELTA_BYTES = 100
+_OUTPUT_BYTES = 800
 # Header of a metric-delta message: the input message it came from,
 # ``<family>/<partition>|<offset>`` (see ``delta_source``).
 DELTA_SOURCE_HEADER = "cx-src"
@@ -337,6 +343,9 @@ class Scorer:
             run.offset = offset
             run.messages += 1
             self._handle_message(proc, run, message, raw, repeat)
+            if run.size() + proc.store.pending_bytes > RUN_MAX_BYTES:  # type: ignore[attr-defined]
+                await self._commit(proc, partition, run)
+                run = None
         if run is not None:
             await self._commit(proc, partition, run)
 
@@ -502,17 +511,18 @@ class Scorer:
 
     def _dead(self, run: _Run, message: Any, raw: bytes | None, error: InvalidEvent) -> None:
         """Dead-letter a message with the run's outputs (so its record has it too)."""
-        run.sends.append((b"x", message.key, dead_letter(
-            raw, error, topic=message.topic, partition=message.partition,
-            offset=message.offset, key=message.key)))
+        letter = dead_letter(raw, error, topic=message.topic, partition=message.partition,
+                             offset=message.offset, key=message.key)
+        run.sends.append((b"x", message.key, letter))
+        run.send_bytes += len(letter)
         self.metrics.dead_letters.labels(error.code).inc()
 
 
 class _Run:
     """What a run of one topic partition's messages produced, until it commits."""
 
-    __slots__ = ("alerts", "deltas", "health", "messages", "offset", "repeat", "sends",
-                 "source")
+    __slots__ = ("alerts", "deltas", "health", "messages", "offset", "repeat", "send_bytes",
+                 "sends", "source")
 
     def __init__(self, source: str, repeat: bool) -> None:
         self.source = source  # the topic, or topic + "~" for a run of repeats
@@ -523,6 +533,12 @@ class _Run:
         self.deltas: list[MetricDelta] = []
         self.health: dict[str, HealthSnapshot] = {}
         self.sends: list[tuple[bytes, bytes | None, bytes]] = []  # dead letters
+        self.send_bytes = 0
+
+    def size(self) -> int:
+        """Estimated encoded size of its outputs (its states are in the store)."""
+        return (self.send_bytes + _DELTA_BYTES * len(self.deltas)
+                + _OUTPUT_BYTES * (len(self.alerts) + len(self.health)))
 
     def add(self, out: Outcome) -> None:
         self.alerts.extend(out.alerts)

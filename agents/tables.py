@@ -39,13 +39,14 @@ class TableStore:
     processing failed (``drop()``) cannot have changed them in place.
     """
 
-    __slots__ = ("_belongs", "_held", "_pending", "table")
+    __slots__ = ("_belongs", "_held", "_pending", "pending_bytes", "table")
 
     def __init__(self, table: Any, belongs: Callable[[str], bool] | None = None) -> None:
         self.table = table
         self._belongs = belongs
         self._held: dict[str, CustomerState] | None = None
         self._pending: dict[str, bytes] = {}
+        self.pending_bytes = 0  # serialized size of the pending states
 
     def get(self, customer_id: str) -> CustomerState | None:
         held = self._held
@@ -77,11 +78,15 @@ class TableStore:
         held, self._held = self._held or {}, None
         pending = self._pending
         for cid, st in held.items():
-            pending[cid] = orjson.dumps(st.to_wire())
+            raw = orjson.dumps(st.to_wire())
+            old = pending.get(cid)
+            self.pending_bytes += len(raw) - (len(old) if old is not None else 0)
+            pending[cid] = raw
 
     def take(self) -> dict[str, bytes]:
         """The pending states, serialized, for ``write``; pending is empty afterwards."""
         pending, self._pending = self._pending, {}
+        self.pending_bytes = 0
         return pending
 
     def write(self, states: dict[str, bytes]) -> None:

@@ -225,3 +225,19 @@ async def test_a_redelivered_run_publishes_its_dead_letters_again_without_decidi
     assert harness.sample("cxstream_dead_letters_total", reason="invalid_json") == 1
     assert harness.sample("cxstream_duplicate_events_total") == 1
     assert harness.customer("c1").events == 1
+
+
+async def test_a_run_commits_early_before_its_record_grows_too_big(
+    service: Service, harness: Harness, batch_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka refuses messages over 1 MB: a run's record and delta messages stay small."""
+    batch_of(3)
+    monkeypatch.setattr(scoring, "RUN_MAX_BYTES", 1)  # every message closes its run
+    topic = service.settings.topic("logins")
+    async with service.score_events.test_context() as agent:
+        offsets = await harness.score_batch(
+            agent, [login(c, 0, 9) for c in ("c1", "c2", "c3")])
+
+    records = sorted(k for k in service.customers.keys() if k.startswith("\x00o|"))
+    assert records == sorted(outbox_key(0, topic, o) for o in offsets)
+    assert all(harness.customer(c).events == 1 for c in ("c1", "c2", "c3"))

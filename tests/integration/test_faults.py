@@ -23,10 +23,11 @@ that):
 - the latest value per (metric, segment, window) on the metrics topic equals
   the reference's.
 
-Stream size: the default is CI-sized (100 customers x 30 days = 7,463 events,
-the whole module ~4-7 minutes). ``CXSTREAM_FAULT_CUSTOMERS=1500`` gives 108,589
-events (``make test-faults-full``), which takes far longer than CI allows; see
-docs/reliability.md for the figures of both.
+Stream size: the default, run by ``make test`` (``make test-faults``), is
+1,500 customers x 30 days = 108,589 events, the issue's "at least 100k" (the
+whole module ~7-8 minutes on 2 cores). ``CXSTREAM_FAULT_CUSTOMERS=100`` gives a
+7,463-event stream for a quick local check; see docs/reliability.md for the
+figures.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_t
 
 START = 1_772_323_200.0  # 2026-03-01T00:00:00Z
 SEED = 7
-CUSTOMERS = int(os.environ.get("CXSTREAM_FAULT_CUSTOMERS", "100"))
-# In `make test-faults`, not `make test`: the rebalance scenario's metric check still
-# fails intermittently (docs/reliability.md). A scenario runs inside the fixture of the
+CUSTOMERS = int(os.environ.get("CXSTREAM_FAULT_CUSTOMERS", "1500"))
+# Marked `faults`: deselected from the plain pytest run and run by `make test-faults` (a
+# step of `make test`) on its own broker. A scenario runs inside the fixture of the
 # first test that needs it, so that test's time limit must cover a whole scenario.
 pytestmark = [pytest.mark.integration, pytest.mark.faults,
               pytest.mark.timeout(300 + int(CUSTOMERS * 1.5))]
@@ -519,7 +520,7 @@ def test_stream_is_big_enough_and_deterministic(reference: Reference) -> None:
                      for e in simulate(CUSTOMERS, DAYS, seed=SEED, start=START))
     assert again == reference.path.read_bytes()
     assert reference.alerts and reference.metrics
-    if CUSTOMERS >= 1500:
+    if "CXSTREAM_FAULT_CUSTOMERS" not in os.environ:  # the size the suite promises
         assert reference.events >= 100_000
 
 
