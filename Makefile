@@ -62,7 +62,7 @@ test-faults: $(STAMP)
 # The same scenarios on twice the stream (3,000 customers, ~217k events); longer than
 # CI allows.
 test-faults-full: $(STAMP)
-	CXSTREAM_FAULT_CUSTOMERS=3000 $(PYTEST) -q tests/integration/test_faults.py -m faults $(PYTEST_ARGS)
+	CXSTREAM_TEST_FAULT_CUSTOMERS=3000 $(PYTEST) -q tests/integration/test_faults.py -m faults $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
 	$(PYTEST) -q tests/integration $(PYTEST_ARGS)
