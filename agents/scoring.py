@@ -402,7 +402,7 @@ class Scorer:
         self._save_clock(partition, proc, run.messages)
         if proc.clock.watermark > -math.inf:
             self.metrics.watermark.set(max(p.clock.watermark for p in self.processors.values()))
-        if not states and not run.sends and not run.alerts and not run.deltas:
+        if not states and not run.dead and not run.alerts and not run.deltas:
             self._maybe_clean(partition)  # nothing changed, nothing to publish
             return
         m = self.metrics
@@ -415,7 +415,7 @@ class Scorer:
             self.note_risk(snap)
         for route, rows in route_deltas(run.deltas).items():
             sends.append((b"d", route, orjson.dumps(rows)))
-        sends.extend(run.sends)
+        sends.extend(run.dead)
         seq = self._seq.get(partition, 0)
         self._seq[partition] = seq + 1
         # The record first, then the states: whatever of this run's states survive
@@ -513,16 +513,16 @@ class Scorer:
         """Dead-letter a message with the run's outputs (so its record has it too)."""
         letter = dead_letter(raw, error, topic=message.topic, partition=message.partition,
                              offset=message.offset, key=message.key)
-        run.sends.append((b"x", message.key, letter))
-        run.send_bytes += len(letter)
+        run.dead.append((b"x", message.key, letter))
+        run.dead_bytes += len(letter)
         self.metrics.dead_letters.labels(error.code).inc()
 
 
 class _Run:
     """What a run of one topic partition's messages produced, until it commits."""
 
-    __slots__ = ("alerts", "deltas", "health", "messages", "offset", "repeat", "send_bytes",
-                 "sends", "source")
+    __slots__ = ("alerts", "dead", "dead_bytes", "deltas", "health", "messages", "offset",
+                 "repeat", "source")
 
     def __init__(self, source: str, repeat: bool) -> None:
         self.source = source  # the topic, or topic + "~" for a run of repeats
@@ -532,12 +532,12 @@ class _Run:
         self.alerts: list[Alert] = []
         self.deltas: list[MetricDelta] = []
         self.health: dict[str, HealthSnapshot] = {}
-        self.sends: list[tuple[bytes, bytes | None, bytes]] = []  # dead letters
-        self.send_bytes = 0
+        self.dead: list[tuple[bytes, bytes | None, bytes]] = []  # dead letters, as sends
+        self.dead_bytes = 0
 
     def size(self) -> int:
         """Estimated encoded size of its outputs (its states are in the store)."""
-        return (self.send_bytes + _DELTA_BYTES * len(self.deltas)
+        return (self.dead_bytes + _DELTA_BYTES * len(self.deltas)
                 + _OUTPUT_BYTES * (len(self.alerts) + len(self.health)))
 
     def add(self, out: Outcome) -> None:
