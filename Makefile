@@ -15,7 +15,7 @@ PROMTOOL ?= promtool
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
-BROKER := $(BIN)/python -m cxstream.broker
+BROKER := $(BIN)/python -m cxstream.cli.broker
 
 # pip never prompts (CI=true, no stdin).
 export PIP_NO_INPUT := 1

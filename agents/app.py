@@ -29,8 +29,8 @@ from cxstream.agents.security import faust_credentials, kafka_options
 from cxstream.agents.sensors import ServiceMetrics
 from cxstream.agents.tables import AccumulatorTable
 from cxstream.agents.web import install_routes, owned_partitions
-from cxstream.engine import Engine
-from cxstream.metrics import MetricBook, MetricDelta, MetricKey, MetricUpdate
+from cxstream.engine.engine import Engine
+from cxstream.engine.metrics import MetricBook, MetricDelta, MetricKey, MetricUpdate
 from cxstream.settings import Settings
 
 __all__ = ["Service", "create_app"]

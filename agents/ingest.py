@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from cxstream.engine.events import Event
 from cxstream.errors import InvalidEvent
-from cxstream.events import Event
 from cxstream.schemas.events import parse_event
 from cxstream.schemas.outputs import dead_letter_for
 

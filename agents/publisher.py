@@ -21,8 +21,8 @@ from aiokafka.errors import KafkaError
 from cxstream.agents.ingest import decode
 from cxstream.agents.security import kafka_options
 from cxstream.agents.topics import ensure_topics
+from cxstream.engine.events import FAMILY_OF
 from cxstream.errors import CxStreamError, InvalidEvent
-from cxstream.events import FAMILY_OF
 from cxstream.settings import Settings
 
 __all__ = ["EventPublisher", "publish_file"]

@@ -48,15 +48,15 @@ from faust.streams import _current_event
 from cxstream.agents.ingest import dead_letter, decode
 from cxstream.agents.sensors import ServiceMetrics
 from cxstream.agents.tables import INTERNAL_PREFIX, TableStore
-from cxstream.alerts import Alert, rfc3339
-from cxstream.engine import Engine
+from cxstream.engine.alerts import Alert, rfc3339
+from cxstream.engine.engine import Engine
+from cxstream.engine.events import Event
+from cxstream.engine.metrics import MetricDelta
+from cxstream.engine.participation import ParticipationModel
+from cxstream.engine.partition import Outcome, PartitionProcessor, StreamClock
+from cxstream.engine.scoring import HealthSnapshot
+from cxstream.engine.state import CustomerState
 from cxstream.errors import InvalidEvent
-from cxstream.events import Event
-from cxstream.metrics import MetricDelta
-from cxstream.participation import ParticipationModel
-from cxstream.partition import Outcome, PartitionProcessor, StreamClock
-from cxstream.scoring import HealthSnapshot
-from cxstream.state import CustomerState
 
 __all__ = ["CLOCK_SAVE_EVERY", "DELTA_SOURCE_HEADER", "OUTBOX_CLEAN_EVERY", "POISON_ATTEMPTS",
            "Scorer", "clock_key", "delta_source", "model_key", "outbox_key", "route_deltas"]

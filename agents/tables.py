@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from cxstream.metrics import MetricKey, decode_acc, encode_acc
-from cxstream.state import CustomerState
+from cxstream.engine.metrics import MetricKey, decode_acc, encode_acc
+from cxstream.engine.state import CustomerState
 
 __all__ = ["INTERNAL_PREFIX", "AccumulatorTable", "TableStore", "is_internal_key"]
 

@@ -26,8 +26,8 @@ from faust.web import View
 from cxstream.agents.openapi import openapi_document
 from cxstream.agents.scoring import Scorer
 from cxstream.agents.tables import TableStore
+from cxstream.engine.events import FAMILY_OF
 from cxstream.errors import InvalidEvent
-from cxstream.events import FAMILY_OF
 from cxstream.schemas.events import validate_event_obj
 from cxstream.settings import Settings
 

@@ -1,94 +1,47 @@
-"""Replay: run the engine over events from a file, exactly as the worker would.
+"""File replay: a JSON Lines file through the engine, no Kafka.
 
-Events are routed to partitions with the same partitioner the publisher uses
-(Kafka's murmur2 on the customer id), and each partition keeps its own stream
-time, so replay and the streaming worker decide the same alerts for the same
-events. Metric deltas are summed across partitions, as the worker's metrics
-agent does after re-keying them.
+Invalid lines become dead letters, never fatal. Customers are routed to
+partitions with Kafka's partitioner so the result equals what the streaming
+worker publishes for the same file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from pathlib import Path
 
-from cxstream.alerts import Alert
-from cxstream.engine import Engine
-from cxstream.events import Event
-from cxstream.metrics import MetricBook
-from cxstream.partition import PartitionProcessor, StreamClock
-from cxstream.scoring import HealthSnapshot
-from cxstream.state import DictStore
+from cxstream.engine.engine import Engine
+from cxstream.engine.events import Event
+from cxstream.engine.replayer import Replayer, ReplayResult
+from cxstream.errors import InvalidEvent
+from cxstream.settings import Settings
 
-__all__ = ["ReplayResult", "Replayer"]
+__all__ = ["read_events", "replay_file"]
 
 
-@dataclass(slots=True)
-class ReplayResult:
-    """Alerts in decision order, final metric values and counts."""
+def read_events(path: Path, dead: list[bytes] | None = None) -> Iterator[Event]:
+    """Yield valid events from a JSON Lines file; invalid lines become dead letters."""
+    from cxstream.agents.ingest import dead_letter, decode
 
-    alerts: list[Alert] = field(default_factory=list)
-    metrics: MetricBook = field(default_factory=MetricBook)
-    events: int = 0
-    applied: int = 0
-    late: int = 0
-    duplicates: int = 0
-    late_events: list[Event] = field(default_factory=list)
-    health: dict[str, HealthSnapshot] = field(default_factory=dict)
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield decode(line.rstrip(b"\r\n"))
+            except InvalidEvent as exc:
+                if dead is not None:
+                    dead.append(dead_letter(line, InvalidEvent(f"line {lineno}: {exc.reason}",
+                                                               code=exc.code),
+                                            topic=str(path), partition=None, offset=lineno,
+                                            key=None))
 
 
-class Replayer:
-    """Feeds events to one ``PartitionProcessor`` per partition."""
+def replay_file(settings: Settings, path: Path, partitions: int | None = None,
+                dead: list[bytes] | None = None) -> ReplayResult:
+    """Replay a file with the settings' engine config and partitioning."""
+    from cxstream.agents.partitioning import partitioner_for
 
-    def __init__(
-        self,
-        engine: Engine,
-        partitions: int = 1,
-        partition_of: Callable[[str], int] | None = None,
-    ) -> None:
-        if partitions < 1:
-            raise ValueError("partitions must be >= 1")
-        if partitions > 1 and partition_of is None:
-            raise ValueError("partition_of is required with more than one partition")
-        self.partition_of = partition_of or (lambda _customer_id: 0)
-        self.stores = [DictStore() for _ in range(partitions)]
-        lateness = engine.config.allowed_lateness_seconds
-        self.processors = [
-            PartitionProcessor(engine, store, StreamClock(lateness), track_health=False)
-            for store in self.stores
-        ]
-        self.result = ReplayResult()
-
-    def feed(self, event: Event) -> list[Alert]:
-        """Process one event; returns the alerts it decided."""
-        res = self.result
-        res.events += 1
-        out = self.processors[self.partition_of(event.customer_id)].process(event)
-        if out.late:
-            res.late += 1
-            res.late_events.append(event)
-            return []
-        if out.duplicate:
-            res.duplicates += 1
-            return []
-        res.applied += 1
-        for delta in out.metrics:
-            res.metrics.add(delta)
-        res.alerts.extend(out.alerts)
-        return out.alerts
-
-    def run(self, events: Iterable[Event]) -> ReplayResult:
-        """Feed every event and return the result (with every customer's final health)."""
-        for event in events:
-            self.feed(event)
-        engine = self.processors[0].engine
-        for store in self.stores:
-            for st in store.values():
-                if st.score is not None:
-                    self.result.health[st.customer_id] = engine.snapshot(st)
-        return self.result
-
-    @property
-    def customers(self) -> int:
-        """How many customers have state."""
-        return sum(len(s) for s in self.stores)
+    n = partitions or settings.topic_partitions
+    replayer = Replayer(Engine(settings.engine_config()), n, partitioner_for(n))
+    return replayer.run(read_events(path, dead))

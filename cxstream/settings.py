@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from cxstream.config import EngineConfig, Profile
+from cxstream.engine.config import EngineConfig, Profile
 from cxstream.errors import ConfigError
 
 __all__ = ["INPUT_FAMILIES", "ProfileModel", "Settings"]

@@ -3,6 +3,7 @@
 Import as ``cxstream.schemas`` (``schemas/`` is linked into the package, see STYLE.md
 section 2). ``events`` turns bytes into engine events, ``outputs`` documents the alert,
 metric and dead-letter messages, ``export`` writes their JSON Schemas to ``json/``.
+May import the engine (to build its events) and ``cxstream.errors``; nothing else.
 """
 
 from __future__ import annotations

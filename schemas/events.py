@@ -37,8 +37,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from cxstream.engine.events import EVENT_TYPES, Event
 from cxstream.errors import InvalidEvent
-from cxstream.events import EVENT_TYPES, Event
 
 __all__ = [
     "EVENT_ADAPTER",

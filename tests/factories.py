@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from cxstream.alerts import Alert
-from cxstream.config import DAY_SECONDS, EngineConfig, Profile
-from cxstream.engine import Engine
-from cxstream.events import Event
-from cxstream.metrics import MetricBook
-from cxstream.replay import Replayer, ReplayResult
+from cxstream.engine.alerts import Alert
+from cxstream.engine.config import DAY_SECONDS, EngineConfig, Profile
+from cxstream.engine.engine import Engine
+from cxstream.engine.events import Event
+from cxstream.engine.metrics import MetricBook
+from cxstream.engine.replayer import Replayer, ReplayResult
 
 __all__ = [
     "DAY",

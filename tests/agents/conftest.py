@@ -23,10 +23,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cxstream.agents.app import Service, create_app
-from cxstream.events import Event
+from cxstream.engine.events import Event
+from cxstream.engine.state import CustomerState
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
-from cxstream.state import CustomerState
 
 # Where put() waits for the agent; a crashed or stuck agent fails the test instead of hanging.
 PUT_TIMEOUT_S = 5.0

@@ -10,8 +10,8 @@ import pytest
 
 from cxstream.agents.app import Service
 from cxstream.agents.scoring import route_deltas
-from cxstream.alerts import rfc3339
-from cxstream.metrics import MetricDelta
+from cxstream.engine.alerts import rfc3339
+from cxstream.engine.metrics import MetricDelta
 from cxstream.schemas.export import DEFAULT_DIR
 from tests.agents.conftest import Harness
 from tests.factories import at, login, opened, sent

@@ -12,7 +12,7 @@ from cxstream.agents import scoring
 from cxstream.agents.app import Service
 from cxstream.agents.backlog import Backlog
 from cxstream.agents.scoring import DELTA_SOURCE_HEADER, outbox_key
-from cxstream.state import CustomerState
+from cxstream.engine.state import CustomerState
 from tests.agents.conftest import Harness, output_topics
 from tests.factories import at, login
 

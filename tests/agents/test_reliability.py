@@ -10,8 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from cxstream.agents.app import Service
 from cxstream.agents.scoring import POISON_ATTEMPTS
-from cxstream.engine import Engine
-from cxstream.events import Event
+from cxstream.engine.engine import Engine
+from cxstream.engine.events import Event
 from tests.agents.conftest import Harness
 from tests.factories import at, login
 

@@ -11,12 +11,12 @@ import pytest
 
 from cxstream.agents.app import Service
 from cxstream.agents.tables import is_internal_key
-from cxstream.alerts import alert_id, rfc3339
-from cxstream.config import DAY_SECONDS
-from cxstream.engine import Engine
-from cxstream.events import Event
-from cxstream.metrics import MetricDelta
-from cxstream.replay import Replayer
+from cxstream.engine.alerts import alert_id, rfc3339
+from cxstream.engine.config import DAY_SECONDS
+from cxstream.engine.engine import Engine
+from cxstream.engine.events import Event
+from cxstream.engine.metrics import MetricDelta
+from cxstream.engine.replayer import Replayer
 from cxstream.schemas.events import MAX_EVENT_BYTES, event_to_json
 from cxstream.schemas.export import DEFAULT_DIR
 from tests.agents.conftest import Harness
@@ -403,7 +403,7 @@ async def test_the_learned_participation_model_is_saved_and_restored_with_the_pa
     service: Service, harness: Harness
 ) -> None:
     from cxstream.agents.scoring import model_key
-    from tests.unit.test_participation import cohort
+    from tests.unit.engine.test_participation import cohort
 
     async with service.score_events.test_context() as agent:
         for ev in cohort(6) + [login("clock", 120, 9)]:

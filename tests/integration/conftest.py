@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cxstream.broker import BrokerConfig, BrokerStatus, reset, up
+from cxstream.devtools.broker import BrokerConfig, BrokerStatus, reset, up
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # First start on a cold machine includes the one-time Maven fetch (~10 s) and format.

@@ -14,11 +14,11 @@ import jsonschema
 import pytest
 
 from cxstream.agents.publisher import publish_file
-from cxstream.broker import BrokerStatus
-from cxstream.generator import generate_days, make_customers
+from cxstream.devtools.broker import BrokerStatus
 from cxstream.schemas.events import event_to_json
 from cxstream.schemas.outputs import HealthOut
 from cxstream.settings import Settings
+from cxstream.sim.generator import generate_days, make_customers
 
 from .helpers import WorkerProcess, free_port, fresh_settings, run
 

@@ -15,7 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cxstream.agents.backlog import BacklogProbe
-from cxstream.broker import BrokerStatus
+from cxstream.devtools.broker import BrokerStatus
 
 from .helpers import produce_raw
 

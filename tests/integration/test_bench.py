@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from cxstream.bench import DOC_END, DOC_START
-from cxstream.broker import BrokerStatus
+from cxstream.devtools.bench.common import DOC_END, DOC_START
+from cxstream.devtools.broker import BrokerStatus
 
 from .helpers import REPO_ROOT
 
@@ -37,7 +37,7 @@ def test_bench_smoke(broker: BrokerStatus, tmp_path: Path) -> None:
                    "Hand-written tail.\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "cxstream.bench", "--smoke", "--bootstrap", broker.bootstrap,
+        [sys.executable, "-m", "cxstream.cli.bench", "--smoke", "--bootstrap", broker.bootstrap,
          "--out", str(out), "--docs", str(doc), "--workdir", str(tmp_path / "work")],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
     )

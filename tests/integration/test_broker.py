@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from cxstream.broker import BrokerConfig, BrokerStatus, down, status, up
+from cxstream.devtools.broker import BrokerConfig, BrokerStatus, down, status, up
 from cxstream.errors import BrokerError, ConfigError
 
 _WAIT_S = 20.0

@@ -47,12 +47,12 @@ import pytest
 from datasketches import kll_floats_sketch
 
 from cxstream.agents.publisher import publish_file
-from cxstream.broker import BrokerConfig, down, reset, up
-from cxstream.metrics import KLL_K, MetricBook
-from cxstream.replaycmd import replay_file
+from cxstream.devtools.broker import BrokerConfig, down, reset, up
+from cxstream.engine.metrics import KLL_K, MetricBook
+from cxstream.replay import replay_file
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
-from cxstream.simulator import simulate
+from cxstream.sim.simulator import simulate
 
 from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_topic, run
 

@@ -4,7 +4,7 @@ A simulated event set (100 customers, 45 days) is published to four-partition
 topics and consumed by two workers of one app. The latest value of every
 metric window on the metrics topic must equal what this file computes with
 plain code over the same events, following ``docs/metrics.md`` (nothing from
-``cxstream.metrics``, ``cxstream.measures`` or ``cxstream.engine`` is used):
+``cxstream.engine.metrics``, ``cxstream.engine.measures`` or ``cxstream.engine.engine`` is used):
 
 - an event counts once its partition's watermark (max event time seen in the
   partition − allowed lateness) has passed it, duplicates by ``event_id`` once;
@@ -35,11 +35,11 @@ import pytest
 from cxstream.agents.ingest import decode
 from cxstream.agents.partitioning import partitioner_for
 from cxstream.agents.publisher import publish_file
-from cxstream.broker import BrokerStatus
-from cxstream.events import Event
+from cxstream.devtools.broker import BrokerStatus
+from cxstream.engine.events import Event
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
-from cxstream.simulator import simulate
+from cxstream.sim.simulator import simulate
 
 from .helpers import (
     WorkerProcess,

@@ -18,10 +18,10 @@ import pytest
 
 from cxstream.agents.partitioning import partitioner_for
 from cxstream.agents.publisher import publish_file
-from cxstream.alerts import alert_id, rfc3339
-from cxstream.broker import BrokerStatus
-from cxstream.events import Event
-from cxstream.replaycmd import replay_file
+from cxstream.devtools.broker import BrokerStatus
+from cxstream.engine.alerts import alert_id, rfc3339
+from cxstream.engine.events import Event
+from cxstream.replay import replay_file
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from cxstream.agents.publisher import publish_file
-from cxstream.broker import BrokerStatus
-from cxstream.generator import generate_days, make_customers
-from cxstream.promtools import PrometheusServer, find_prometheus, scrape_config
+from cxstream.devtools.broker import BrokerStatus
+from cxstream.devtools.promtools import PrometheusServer, find_prometheus, scrape_config
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
+from cxstream.sim.generator import generate_days, make_customers
 
 from .helpers import REPO_ROOT, WorkerProcess, free_port, fresh_settings, produce_raw, run
 

@@ -26,9 +26,9 @@ from aiokafka.errors import KafkaError
 
 from cxstream.agents.publisher import publish_file
 from cxstream.agents.security import kafka_options
-from cxstream.broker import BrokerConfig, SaslSsl, reset, up
+from cxstream.devtools.broker import BrokerConfig, SaslSsl, reset, up
+from cxstream.engine.events import Event
 from cxstream.errors import CxStreamError
-from cxstream.events import Event
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cxstream.config import Profile
+from cxstream.engine.config import Profile
 from cxstream.errors import ConfigError
 from cxstream.settings import Settings
 
