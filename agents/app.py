@@ -154,6 +154,7 @@ class Service(NamedTuple):
     deadletters_topic: Any
     deltas_topic: Any
     health_topic: Any
+    ticks_topic: Any
     family_topics: dict[str, Any]
     customers: Any
     metric_accs: Any
@@ -190,8 +191,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     # on the same registry, under their own prefix so no name can clash with ours.
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    events_topic = app.topic(*settings.input_topics.values(), key_type=bytes, value_type=bytes,
-                             **raw)
+    inputs = list(settings.input_topics.values())
+    events_topic = app.topic(*inputs, settings.topic("ticks"), key_type=bytes,
+                             value_type=bytes, **raw)
+    ticks_topic = app.topic(settings.topic("ticks"), **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     metrics_topic = app.topic(settings.topic("metrics"), **raw)
     deadletters_topic = app.topic(settings.topic("deadletters"), **raw)
@@ -214,6 +217,18 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         except Exception:  # consumer not started (test_context) or partition not fetched yet
             return None
 
+    def polled(tp: Any) -> float | None:
+        """When the consumer last fetched ``tp`` (its highwater with it), in seconds."""
+        try:
+            consumer = app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+            ms = consumer.last_poll_timestamp(TopicPartition(tp.topic, tp.partition))
+        except Exception:  # consumer not started (test_context) or partition not fetched yet
+            return None
+        return None if ms is None else ms / 1000.0
+
+    async def send_tick(partition: int) -> None:
+        await ticks_topic.send(value=b"", partition=partition)
+
     def committed(topic: str, partition: int) -> int | None:
         """The group's committed offset as this worker last committed it."""
         try:
@@ -221,19 +236,23 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         except Exception:  # consumer not started (test_context)
             return None
 
-    probe = BacklogProbe(kafka_options(settings), settings.app_id,
-                         list(settings.input_topics.values()))
+    probe = BacklogProbe(kafka_options(settings), settings.app_id, inputs)
     scorer = Scorer(
         Engine(settings.engine_config()),
         customers,
         SimpleNamespace(alerts=alerts_topic, deltas=deltas_topic, deadletters=deadletters_topic,
-                        health=health_topic),
+                        health=health_topic, ticks=ticks_topic),
         metrics,
         partitioner_for(settings.topic_partitions),
         highwater,
         probe,
         clocks,
         committed,
+        inputs=inputs,
+        polled=polled,
+        grace_seconds=settings.publish_grace_seconds,
+        ticks=send_tick,
+        ticks_topic=settings.topic("ticks"),
     )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -252,8 +271,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         # len() of a RocksDB table walks every key: once per rebalance, then counted.
         metrics.customers.set(len(customers))
         scorer.ready = True
-        await reread_uncommitted(app, probe, [*settings.input_topics.values(),
-                                              settings.topic("metric-deltas")])
+        await reread_uncommitted(app, probe, [*inputs, settings.topic("metric-deltas")])
         hold_deliveries_until_recovery_resumes(app)
 
     async def score_events(stream: Any) -> None:
@@ -344,6 +362,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         deadletters_topic=deadletters_topic,
         deltas_topic=deltas_topic,
         health_topic=health_topic,
+        ticks_topic=ticks_topic,
         family_topics=family_topics,
         customers=customers,
         metric_accs=metric_accs,

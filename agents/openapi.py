@@ -90,6 +90,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "required": ["accepted"]}}}},
                     "400": _error("Invalid events, each named with its index; none published"),
                     "413": _error("Body over 1 MiB"),
+                    "422": _error("Valid events the worker would refuse, each named with its "
+                                  "index and code (future: dated more than max_future_seconds "
+                                  "ahead; late: before its partition's watermark); none "
+                                  "published"),
                 }}},
             "/metrics": {"get": {"summary": "Prometheus metrics",
                                  "responses": {"200": {"description": "Text exposition"}}}},

@@ -34,6 +34,7 @@ changelog prefix that holds one of a run's states holds its record too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
@@ -44,6 +45,7 @@ from typing import Any
 
 import orjson
 from faust.streams import _current_event
+from faust.types import TP
 
 from cxstream.agents.ingest import dead_letter, decode
 from cxstream.agents.sensors import ServiceMetrics
@@ -82,6 +84,24 @@ DELTA_SOURCE_HEADER = "cx-src"
 _OUTBOX = INTERNAL_PREFIX + "o|"
 # Suffix of the source of what a repeated message's clock step decided (a sweep).
 _SWEPT = "~"
+# A tick follows held events after the publish grace plus this, and backs off to at most
+# TICK_MAX_S while a slower input keeps them held.
+TICK_AFTER_S = 0.05
+TICK_MAX_S = 5.0
+
+
+def late_reason(occurred_at: float, watermark: float, published_at: float,
+                lateness: float) -> str:
+    """Why an event is late, in words an operator can act on."""
+    return (f"occurred_at {rfc3339(occurred_at)} is before the partition's watermark "
+            f"{rfc3339(watermark)}: it was published ({rfc3339(published_at)}) after the "
+            f"stream had moved on by more than the allowed lateness ({lateness:g}s)")
+
+
+def _log_tick_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("sending a tick failed: %r (the next event moves the clock instead)",
+                    task.exception())
 
 
 def clock_key(partition: int) -> str:
@@ -137,6 +157,12 @@ class Scorer:
         probe: Callable[[int], Awaitable[dict[str, int]]],
         clocks: Any,
         committed: Callable[[str, int], int | None] = lambda topic, partition: None,
+        *,
+        inputs: Sequence[str] = (),
+        polled: Callable[[Any], float | None] = lambda tp: None,
+        grace_seconds: float = 0.25,
+        ticks: Callable[[int], Awaitable[None]] | None = None,
+        ticks_topic: str | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -144,6 +170,11 @@ class Scorer:
         self.metrics = metrics
         self.partition_of = partition_of
         self.highwater = highwater
+        # When the consumer last fetched a topic partition (its highwater with it), in
+        # seconds, and how long a publish may take to land: see ``_refresh_idle``.
+        self.polled = polled
+        self.grace_seconds = grace_seconds
+        self.inputs = list(inputs)  # the event topics; each holds the stream time back
         self.clocks = clocks  # a partition's stream clock, checkpointed (see _save_clock)
         self.probe = probe
         # The group's committed offset of an input topic partition, as this worker
@@ -159,9 +190,13 @@ class Scorer:
         self._since_clean: dict[int, int] = {}
         # partition -> sequence number of its next outbox record (processing order)
         self._seq: dict[int, int] = {}
-        self._backlogs: dict[int, dict[str, int]] = {}
-        self._ends: dict[tuple[str, int], int] = {}
         self._unsaved: dict[int, int] = {}
+        # Ticks: a message to a partition of the ticks topic, sent when events wait for
+        # a slower input and nothing else would come to release them (see ``_tick``).
+        self.send_tick = ticks
+        self.ticks_topic = ticks_topic
+        self._tick_due: dict[int, float] = {}  # partition -> delay of its pending tick
+        self._tick_wait: dict[int, float] = {}  # partition -> delay of its next tick
         self.at_risk: dict[str, HealthSnapshot] = {}
         # True once the tables are recovered after the latest rebalance and every
         # owned partition is indexed; lookups answer 503 until then.
@@ -170,14 +205,12 @@ class Scorer:
     def forget(self) -> None:
         """Drop in-memory indexes after a rebalance; they are rebuilt from the table."""
         self.processors.clear()
-        self._ends.clear()
         self.at_risk.clear()
         self._outbox.clear()
         self._committed_at_assign.clear()
         self._seen.clear()
         self._since_clean.clear()
         self._seq.clear()
-        self._backlogs.clear()
         self.ready = False
 
     def note_risk(self, snap: HealthSnapshot) -> None:
@@ -203,10 +236,8 @@ class Scorer:
             for st in store.values():
                 if "at_risk" in st.episodes:
                     self.note_risk(self.engine.snapshot(st))
-            for topic, end in backlog.items():
-                proc.clock.hold(topic)
-                self._ends[(topic, partition)] = end
-            self._backlogs[partition] = dict(backlog)
+            for topic in self.inputs:
+                proc.clock.expect(topic)
             for topic, offset in committed.items():
                 self._committed_at_assign[(partition, topic)] = offset
             self._index_outbox(partition)
@@ -245,13 +276,13 @@ class Scorer:
             self._outbox[(partition, topic)] = dict.fromkeys(sorted(offsets))
 
     def _process(self, proc: PartitionProcessor, event: Event, source: str,
-                 caught_up: bool, offset: int) -> Outcome:
+                 published_at: float, offset: int) -> Outcome:
         """Process with bounded retries; a failed attempt leaves no state behind."""
         store: TableStore = proc.store  # type: ignore[assignment]
         for attempt in range(1, POISON_ATTEMPTS + 1):
             store.hold()
             try:
-                out = proc.process(event, source=source, caught_up=caught_up,
+                out = proc.process(event, source=source, published_at=published_at,
                                    position=offset)
             except Exception:
                 store.drop()
@@ -278,10 +309,28 @@ class Scorer:
         self.clocks[clock_key(partition)] = orjson.dumps(
             {"clock": proc.clock.to_dict(), "seen": self._seen.get(partition, {})})
 
-    def caught_up(self, tp: Any, offset: int) -> bool:
-        """Whether ``offset`` is the last record of ``tp`` known right now."""
-        end = max(self._ends.get((tp.topic, tp.partition), 0), self.highwater(tp) or 0)
-        return offset + 1 >= end
+    def _refresh_idle(self, partition: int, proc: PartitionProcessor) -> None:
+        """Tell the clock which inputs have nothing unread, and since when.
+
+        An input is read to its end when the next offset to process reaches the
+        highwater of the consumer's last fetch of it. Everything published before
+        that fetch (less ``grace_seconds`` for the time a publish takes to land, and
+        for clocks a little apart) has then been processed, so the input's frontier
+        moves to that time. The poll time is read before the highwater: if a fetch
+        lands in between, the pair is only more cautious.
+        """
+        seen = self._seen.get(partition, {})
+        for topic in self.inputs:
+            tp = TP(topic, partition)
+            polled = self.polled(tp)
+            end = self.highwater(tp)
+            if polled is None or end is None:
+                continue
+            last = seen.get(topic)
+            after = last + 1 if last is not None else self._committed_at_assign.get(
+                (partition, topic))
+            if after is not None and after >= end:
+                proc.idle(topic, polled - self.grace_seconds)
 
     def _recorded(self, partition: int, topic: str, offset: int) -> bool:
         """Whether a live outbox record covers the message (it was processed before).
@@ -319,6 +368,39 @@ class Scorer:
             elapsed = time.perf_counter() - started
             for _ in run:  # dead letters count too: taking a message off the topic is the work
                 self.metrics.latency.observe(elapsed)
+        self._schedule_ticks()
+
+    def _schedule_ticks(self) -> None:
+        """Ask for a tick for every partition whose clock holds events back.
+
+        Held events wait for a slower input's frontier, which moves with the
+        consumer's fetches, not with events; if no other message came, nothing
+        would count them. A tick is a message like any other (it commits a run,
+        so whatever its sweep decides reaches the outbox), sent to the
+        partition's own tick topic partition after ``grace_seconds``. A tick that
+        releases nothing asks for the next one twice as late, up to ``TICK_MAX_S``.
+        """
+        if self.send_tick is None:
+            return
+        loop = asyncio.get_running_loop()
+        for partition, proc in self.processors.items():
+            if not proc.clock.held:
+                self._tick_wait.pop(partition, None)
+                continue
+            if partition in self._tick_due:
+                continue
+            wait = self._tick_wait.get(partition, self.grace_seconds + TICK_AFTER_S)
+            self._tick_wait[partition] = min(TICK_MAX_S, 2 * wait)
+            self._tick_due[partition] = wait
+            loop.call_later(wait, self._tick, partition)
+
+    def _tick(self, partition: int) -> None:
+        self._tick_due.pop(partition, None)
+        proc = self.processors.get(partition)
+        if proc is None or not proc.clock.held or self.send_tick is None:
+            return
+        task = asyncio.ensure_future(self.send_tick(partition))
+        task.add_done_callback(_log_tick_failure)
 
     async def _handle_run(self, partition: int, topic: str, events: list[Any]) -> None:
         proc = await self.processor(partition)
@@ -327,6 +409,7 @@ class Scorer:
             # publish again everything the uncommitted tail did before.
             await self._replay(partition, proc)
         seen = self._seen.setdefault(partition, {})
+        self._refresh_idle(partition, proc)
         run: _Run | None = None
         for ev in events:
             message, raw = ev.message, ev.value
@@ -352,48 +435,66 @@ class Scorer:
     def _handle_message(self, proc: PartitionProcessor, run: _Run, message: Any,
                         raw: bytes | None, repeat: bool) -> None:
         """Process one message into ``run`` (its states pending in the store)."""
+        if message.topic == self.ticks_topic:
+            if not repeat:  # a tick only asks for the clock to move on
+                run.add(self._held(proc, proc.advance))
+            return
         try:
             event = decode(raw)
         except InvalidEvent as exc:
             if not repeat:  # a repeat's dead letter is in its outbox record
                 self._dead(run, message, raw, exc)
             return
-        caught_up = self.caught_up(message.tp, message.offset)
+        # Publish time: the record's timestamp (by default the producer's send time), never
+        # ahead of this worker's clock: a producer whose clock runs ahead must not hold
+        # every other input's events back.
+        now = time.time()
+        published = min(message.timestamp or now, now)
         m = self.metrics
         if repeat:
-            # It still tells the clock whether its input caught up.
+            # It still moves the clock as it did the first time.
             m.duplicates.inc()
-            store: TableStore = proc.store  # type: ignore[assignment]
-            store.hold()
-            try:
-                out = proc.observe(message.topic, event.occurred_at, caught_up)
-            except Exception:
-                store.drop()
-                raise
-            store.release()
-            run.add(out)
+            run.add(self._held(proc, lambda: proc.repeat(message.topic, published,
+                                                          event.occurred_at)))
             return
         try:
-            out = self._process(proc, event, message.topic, caught_up, message.offset)
+            out = self._process(proc, event, message.topic, published, message.offset)
         except Exception as exc:  # a poison pill: an event the engine cannot process
             self._dead(run, message, raw, InvalidEvent(
                 f"processing failed {POISON_ATTEMPTS} times: {type(exc).__name__}: {exc}",
                 code="processing_error"))
             return
-        if out.late:
-            wm = proc.clock.watermark
+        if out.future:
             self._dead(run, message, raw, InvalidEvent(
-                f"occurred_at {rfc3339(event.occurred_at)} is before the partition's watermark "
-                f"{rfc3339(wm)} (allowed lateness "
-                f"{self.engine.config.allowed_lateness_seconds:g}s)", code="late"))
+                f"occurred_at {rfc3339(event.occurred_at)} is more than "
+                f"{self.engine.config.max_future_seconds:g}s after it was published "
+                f"({rfc3339(published)}): a clock is wrong", code="future"))
             return
-        if out.duplicate:  # no effect of its own; may still release a held input
+        if out.late:
+            self._dead(run, message, raw, InvalidEvent(late_reason(
+                event.occurred_at, proc.clock.watermark, published,
+                self.engine.config.allowed_lateness_seconds), code="late"))
+            return
+        if out.duplicate:  # no effect of its own; still moved the clock
             m.duplicates.inc()
         else:
             m.events.labels(event.type).inc()
         if out.new_customer:
             m.customers.inc()
         run.add(out)
+
+    @staticmethod
+    def _held(proc: PartitionProcessor, step: Callable[[], Outcome]) -> Outcome:
+        """Run a clock step with its writes held like an event's (dropped if it fails)."""
+        store: TableStore = proc.store  # type: ignore[assignment]
+        store.hold()
+        try:
+            out = step()
+        except Exception:
+            store.drop()
+            raise
+        store.release()
+        return out
 
     async def _commit(self, proc: PartitionProcessor, partition: int, run: _Run) -> None:
         """Record, write and publish what processing one run of messages did."""
@@ -483,8 +584,8 @@ class Scorer:
                              delta_source(source, partition), offset)
         proc.clock = StreamClock.from_dict(records[-1][3]["c"],
                                            self.engine.config.allowed_lateness_seconds)
-        for topic in self._backlogs.get(partition, {}):
-            proc.clock.hold(topic)
+        for topic in self.inputs:
+            proc.clock.expect(topic)
         log.info("partition %d: published again the outputs of %d uncommitted runs",
                  partition, len(records))
 

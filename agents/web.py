@@ -6,7 +6,10 @@
   episode, worst first, gathered from every worker.
 - ``POST /events``: one event or a list, validated with the same contract
   as the Kafka path; all valid -> published, ``202``; any invalid -> ``400``
-  naming each (nothing published); too large -> ``413``.
+  naming each (nothing published); any the worker would refuse -> ``422``
+  naming each (``future``: dated more than ``max_future_seconds`` ahead of this
+  worker's clock; ``late``: before the watermark of its partition, when this
+  worker owns it), nothing published; too large -> ``413``.
 - ``GET /openapi.json``: the OpenAPI document of these endpoints.
 
 A lookup that cannot be answered right now (partition moving, another worker
@@ -16,6 +19,7 @@ unreachable) is a ``503`` with ``Retry-After``: clients retry, nothing guesses.
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -24,9 +28,10 @@ import orjson
 from faust.web import View
 
 from cxstream.agents.openapi import openapi_document
-from cxstream.agents.scoring import Scorer
+from cxstream.agents.scoring import Scorer, late_reason
 from cxstream.agents.tables import TableStore
-from cxstream.engine.events import FAMILY_OF
+from cxstream.engine.alerts import rfc3339
+from cxstream.engine.events import FAMILY_OF, Event
 from cxstream.errors import InvalidEvent
 from cxstream.schemas.events import validate_event_obj
 from cxstream.settings import Settings
@@ -139,6 +144,10 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
             if errors:
                 return _json(self, {"error": "invalid events; nothing was published",
                                     "errors": errors}, 400)
+            refused = _refused(scorer, settings, [event for event, _ in valid])
+            if refused:
+                return _json(self, {"error": "events the worker would refuse; nothing was "
+                                    "published", "errors": refused}, 422)
             for event, item in valid:
                 await input_topics[FAMILY_OF[event.type]].send(
                     key=event.customer_id.encode(), value=orjson.dumps(item))
@@ -148,6 +157,30 @@ def install_routes(app: Any, settings: Settings, scorer: Scorer, customers: Any,
     async def openapi(web: Any, request: Any) -> Any:
         return web.bytes(orjson.dumps(openapi_document(settings)),
                          content_type="application/json")
+
+
+def _refused(scorer: Scorer, settings: Settings, events: list[Event]) -> list[dict[str, Any]]:
+    """The events the worker would dead-letter as ``future`` or ``late``, as 422 errors.
+
+    ``future`` against this worker's clock (the publish time will be about now);
+    ``late`` only for partitions this worker owns, the only watermarks it knows:
+    the watermark never goes back, so an event before it now is late when it comes.
+    """
+    now = time.time()
+    limit = settings.max_future_seconds
+    errors = []
+    for index, event in enumerate(events):
+        if event.occurred_at > now + limit:
+            errors.append({"index": index, "code": "future", "reason": (
+                f"occurred_at {rfc3339(event.occurred_at)} is more than {limit:g}s after "
+                f"now ({rfc3339(now)}): a clock is wrong")})
+            continue
+        proc = scorer.processors.get(scorer.partition_of(event.customer_id))
+        if proc is not None and event.occurred_at < proc.clock.watermark:
+            errors.append({"index": index, "code": "late", "reason": late_reason(
+                event.occurred_at, proc.clock.watermark, now,
+                settings.allowed_lateness_seconds)})
+    return errors
 
 
 def owned_partitions(app: Any, settings: Settings) -> set[int]:

@@ -85,6 +85,8 @@ class Settings(BaseModel):
     web_port: int = Field(6066, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     allowed_lateness_seconds: float = Field(300.0, ge=0)
+    max_future_seconds: float = Field(3600.0, ge=0)
+    publish_grace_seconds: float = Field(0.25, ge=0, le=60)
     dedupe_ids: int = Field(16, ge=1, le=1024)
     metric_windows_seconds: tuple[int, ...] = Field((3600, 86400), min_length=1)
     rolling_windows_days: tuple[int, ...] = (7, 28)
@@ -157,6 +159,7 @@ class Settings(BaseModel):
             profile=default,
             segments=per_segment,
             allowed_lateness_seconds=self.allowed_lateness_seconds,
+            max_future_seconds=self.max_future_seconds,
             dedupe_ids=self.dedupe_ids,
             metric_windows_seconds=self.metric_windows_seconds,
             rolling_windows_days=self.rolling_windows_days,

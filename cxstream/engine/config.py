@@ -151,6 +151,9 @@ class EngineConfig:
     event may arrive and still be applied in event-time order; later ones are
     rejected as late. Every decision waits until the watermark (stream time
     minus this) has passed it, so none depends on arrival order within it.
+    ``max_future_seconds``: how far after its publish time an event may be
+    dated; later ones are refused as ``future`` (a wrong clock), so one bad
+    clock cannot move a partition's stream time.
     ``dedupe_ids``: how many recent event ids each customer remembers.
     ``metric_windows_seconds``: tumbling event-time windows for rolling metrics.
     ``rolling_windows_days``: windows of that many days ending at every day
@@ -162,6 +165,7 @@ class EngineConfig:
     profile: Profile = field(default_factory=Profile)
     segments: Mapping[str, Profile] = field(default_factory=dict)
     allowed_lateness_seconds: float = 300.0
+    max_future_seconds: float = 3_600.0
     dedupe_ids: int = 16
     metric_windows_seconds: tuple[int, ...] = (3_600, 86_400)
     rolling_windows_days: tuple[int, ...] = (7, 28)
@@ -174,6 +178,8 @@ class EngineConfig:
             raise ValueError("a rolling window may not also be a tumbling window")
         if self.allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must be >= 0")
+        if self.max_future_seconds < 0:
+            raise ValueError("max_future_seconds must be >= 0")
         if self.dedupe_ids < 1:
             raise ValueError("dedupe_ids must be >= 1")
         if not self.metric_windows_seconds or min(self.metric_windows_seconds) <= 0:

@@ -14,15 +14,22 @@ partition's customers, their changes land in the right changelog partition
 and survive a restart; a timer-driven sweep would write outside any event,
 which Faust refuses.
 
-``StreamClock`` merges several inputs (the worker reads one topic per event
-family): while an input still has a backlog, its own stream time holds the
-watermark back, so a fast topic cannot make a slow topic's events late.
+**Several inputs, one stream time.** The worker reads one topic per event
+family, and which of them the consumer happens to read first must not decide
+what is late. So ``StreamClock`` merges its inputs by *publish time* (the
+Kafka record timestamp) the way Kafka Streams synchronises a task's partitions:
+an event counts towards the stream time only once every input is known to have
+delivered everything published before it, either because a later record of
+that input was read or because the input was read to its end by a fetch made
+after that time. "Late" then means *published* after the stream had moved on
+by more than the allowed lateness, never *consumed* after another topic.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,65 +44,140 @@ from cxstream.engine.state import CustomerState, StateStore
 
 __all__ = ["Outcome", "PartitionProcessor", "StreamClock", "is_newer"]
 
+# Held events are kept per bucket of publish time (at least 10 ms wide), at most
+# _MAX_HELD buckets: past that, they merge into half as many wider ones. A bucket
+# is released when every input has passed its end, so merging only delays a
+# release (by at most 1/128 of the span held: ~11 minutes for a day of skew
+# between inputs); and the clock, saved with every run, stays a few KB.
+_MIN_BUCKET_S = 0.01
+_MAX_HELD = 256
+
 
 class StreamClock:
-    """Event-time watermark of one partition over one or more inputs."""
+    """Event-time watermark of one partition, its inputs merged by publish time.
 
-    __slots__ = ("_caught_up", "_lateness", "_times", "watermark")
+    Each input has a *frontier*: a publish time before which it is known to have
+    delivered everything. An event published at ``p`` is *held* until every
+    input's frontier has passed ``p``; then its event time counts towards the
+    stream time. Watermark = stream time − allowed lateness, never lower than
+    before. An event's contribution is capped at ``p`` + the lateness, so a
+    producer whose clock runs ahead cannot push the stream past on-time events.
+    """
 
-    def __init__(self, lateness_seconds: float, floor: float = -math.inf) -> None:
+    __slots__ = ("_frontier", "_held", "_keys", "_lateness", "_width", "stream_time",
+                 "watermark")
+
+    def __init__(self, lateness_seconds: float, sources: Iterable[str] = (),
+                 floor: float = -math.inf) -> None:
         self._lateness = lateness_seconds
-        self._times: dict[str, float] = {}
-        self._caught_up: dict[str, bool] = {}
+        self._frontier: dict[str, float] = dict.fromkeys(sources, -math.inf)
+        self._held: dict[float, float] = {}  # bucket (publish time) -> highest contribution
+        self._keys: list[float] = []  # heap of the held buckets
+        self._width = _MIN_BUCKET_S  # of new buckets; grows when too many are held
         self.watermark = floor
+        self.stream_time = floor + lateness_seconds
 
-    def to_dict(self) -> dict[str, Any]:
-        """The clock's state, to survive a restart (see ``from_dict``)."""
-        return {"w": self.watermark if self.watermark > -math.inf else None,
-                "t": {s: (t if t > -math.inf else None) for s, t in self._times.items()},
-                "c": self._caught_up}
+    def expect(self, source: str) -> None:
+        """``source`` is an input: nothing counts before it has reported (``observe``/``idle``)."""
+        self._frontier.setdefault(source, -math.inf)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], lateness_seconds: float) -> StreamClock:
-        clock = cls(lateness_seconds, d["w"] if d["w"] is not None else -math.inf)
-        clock._times = {s: (t if t is not None else -math.inf) for s, t in d["t"].items()}
-        clock._caught_up = dict(d["c"])
-        return clock
+    @property
+    def held(self) -> int:
+        """How many buckets of events wait for a slower input."""
+        return len(self._held)
 
-    def hold(self, source: str) -> None:
-        """Hold the watermark until ``source`` delivers (it is known to have a backlog)."""
-        if source not in self._times:
-            self._times[source] = -math.inf
-        self._caught_up[source] = False
+    @property
+    def frontier(self) -> float:
+        """The publish time every input has delivered up to."""
+        return min(self._frontier.values()) if self._frontier else math.inf
 
-    def observe(self, source: str, occurred_at: float, caught_up: bool = False) -> float:
-        """Note an event from ``source``; return the (monotonic) watermark.
+    def observe(self, source: str, published_at: float | None, occurred_at: float) -> None:
+        """An event of ``source`` was read: that input has delivered everything published
+        *before* ``published_at`` (more may follow with the same timestamp: a burst
+        counts together). Without a publish time, the event counts at once (replay:
+        one input, read in order)."""
+        if published_at is None:
+            if occurred_at > self.stream_time:
+                self.stream_time = occurred_at
+            return
+        if published_at > self._frontier.get(source, -math.inf):
+            self._frontier[source] = published_at
+        value = min(occurred_at, published_at + self._lateness)
+        if value <= self.stream_time:
+            return
+        if published_at < self.frontier:
+            self.stream_time = value
+            return
+        key = math.ceil(published_at / self._width) * self._width
+        held = self._held.get(key)
+        if held is None:
+            heapq.heappush(self._keys, key)
+            self._held[key] = value
+            if len(self._held) > _MAX_HELD:
+                self._merge()
+        elif value > held:
+            self._held[key] = value
 
-        :param caught_up: the source has nothing more to read right now; its
-            stream time then stops holding the watermark back.
-        """
-        prev = self._times.get(source)
-        if prev is None or occurred_at > prev:
-            self._times[source] = occurred_at
-        self._caught_up[source] = caught_up
-        return self._advance()
+    def idle(self, source: str, published_before: float) -> None:
+        """``source`` has delivered everything published before ``published_before``
+        (it was read to its end by a fetch made then)."""
+        if published_before > self._frontier.get(source, -math.inf):
+            self._frontier[source] = published_before
 
-    def release(self, source: str) -> float:
-        """``source`` has nothing more to read right now, though its last record told
-        nothing new (a repeat): it stops holding the watermark back; return it."""
-        if source in self._caught_up:
-            self._caught_up[source] = True
-        return self._advance()
-
-    def _advance(self) -> float:
-        if not self._times:
-            return self.watermark
-        behind = [t for s, t in self._times.items() if not self._caught_up[s]]
-        stream_time = min(behind) if behind else max(self._times.values())
-        wm = stream_time - self._lateness
+    def advance(self) -> float:
+        """Count every held event that all inputs have passed; return the watermark."""
+        keys = self._keys
+        if keys:
+            frontier = self.frontier
+            while keys and keys[0] < frontier:
+                value = self._held.pop(heapq.heappop(keys))
+                if value > self.stream_time:
+                    self.stream_time = value
+            if not keys:
+                self._width = _MIN_BUCKET_S
+        wm = self.stream_time - self._lateness
         if wm > self.watermark:
             self.watermark = wm
         return self.watermark
+
+    def _merge(self) -> None:
+        """Merge the held buckets into at most half as many, each ending later."""
+        keys = self._keys
+        span = max(keys) - min(keys)
+        self._width = max(self._width, 2.0 ** math.ceil(math.log2(2 * span / _MAX_HELD)))
+        merged: dict[float, float] = {}
+        for key, value in self._held.items():
+            wide = math.ceil(key / self._width) * self._width
+            merged[wide] = max(merged.get(wide, -math.inf), value)
+        self._held = merged
+        self._keys = sorted(merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The clock's state, to survive a restart (see ``from_dict``)."""
+        return {"w": _finite(self.watermark), "s": _finite(self.stream_time),
+                "f": {s: _finite(t) for s, t in self._frontier.items()},
+                "h": [[k, v] for k, v in self._held.items()], "b": self._width}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], lateness_seconds: float) -> StreamClock:
+        """The clock ``to_dict`` saved; of an older format, only its watermark."""
+        clock = cls(lateness_seconds, floor=_inf(d.get("w")))
+        if "f" not in d:
+            return clock
+        clock.stream_time = _inf(d["s"])
+        clock._frontier = {s: _inf(t) for s, t in d["f"].items()}
+        clock._held = {float(k): float(v) for k, v in d["h"]}
+        clock._keys = sorted(clock._held)
+        clock._width = float(d["b"])
+        return clock
+
+
+def _finite(t: float) -> float | None:
+    return t if t > -math.inf else None
+
+
+def _inf(t: float | None) -> float:
+    return -math.inf if t is None else float(t)
 
 
 @dataclass(slots=True)
@@ -106,6 +188,7 @@ class Outcome:
     metrics: list[MetricDelta] = field(default_factory=list)
     health: list[HealthSnapshot] = field(default_factory=list)
     late: bool = False
+    future: bool = False
     duplicate: bool = False
     new_customer: bool = False
 
@@ -132,9 +215,7 @@ class PartitionProcessor:
         """Rebuild the due heap from stored states, with the clock saved with them.
 
         Without a saved clock the watermark restarts at the highest point any
-        customer was settled to. Either way it is never ahead of where it was;
-        a saved clock also remembers which input was behind, so an input's
-        backlog stays on time after a restart.
+        customer was settled to. Either way it is never ahead of where it was.
         """
         lateness = engine.config.allowed_lateness_seconds
         floor = -math.inf
@@ -144,37 +225,63 @@ class PartitionProcessor:
                 floor = st.settled_at
             proc._schedule(st.customer_id, engine.due_at(st))
         if clock is None:
-            proc.clock.watermark = floor
+            proc.clock = StreamClock(lateness, floor=floor)
         return proc
 
-    def process(self, event: Event, source: str = "input", caught_up: bool = False,
-                position: int | None = None) -> Outcome:
+    def process(self, event: Event, source: str = "input", published_at: float | None = None,
+                position: int | None = None, now: float | None = None) -> Outcome:
         """Apply one event, then sweep every customer due by the new watermark.
 
+        :param published_at: when the event was published (the Kafka record
+            timestamp), which orders it among the inputs; without one it counts in
+            arrival order (replay).
+        :param now: the clock an event may not be dated more than
+            ``max_future_seconds`` after (default: ``published_at``); a later one is
+            refused as ``future`` and moves no clock. Neither: no such check.
         :param position: the message's offset in ``source``; a message at or
             below the customer's last applied position is a redelivery.
         """
+        published = published_at
+        reference = now if now is not None else published_at
         wm = self.clock.watermark
         state = self.store.get(event.customer_id)
         # A repeat is a repeat even when it is also old: redelivery after a restart
-        # must have no effect, not land in the dead-letter topic.
-        if state is not None and (
-            (position is not None and state.positions.get(source, -1) >= position)
-            or event_id_hash(event.event_id) in state.recent_ids
-        ):
-            return self._repeat(source, caught_up, wm)
+        # must have no effect, not land in the dead-letter topic. A redelivered message
+        # is the same record, so it moves the clock as it did; another record with a
+        # known event id may differ in body, so only its publish time counts.
+        if state is not None:
+            if position is not None and state.positions.get(source, -1) >= position:
+                return self.repeat(source, published, event.occurred_at)
+            if event_id_hash(event.event_id) in state.recent_ids:
+                return self.repeat(source, published)
+        if (reference is not None
+                and event.occurred_at > reference + self.engine.config.max_future_seconds):
+            return Outcome(future=True)
         if event.occurred_at < wm:
             return Outcome(late=True)
         decision = self.engine.apply(state, event, wm if wm > -math.inf else None, self.model)
         if decision.duplicate:
-            return self._repeat(source, caught_up, wm)
+            return self.repeat(source, published)
         if position is not None:
             decision.state.positions[source] = position
         out = Outcome(decision.alerts, decision.metrics, new_customer=state is None)
         self._note_health(decision.state, out.health)
         self.store.put(decision.state)
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
-        self._advance(wm, self.clock.observe(source, event.occurred_at, caught_up), out)
+        self.clock.observe(source, published, event.occurred_at)
+        self._advance(wm, self.clock.advance(), out)
+        return out
+
+    def idle(self, source: str, published_before: float) -> None:
+        """``source`` has nothing unread published before ``published_before``
+        (see ``StreamClock.idle``); ``advance`` then counts what that releases."""
+        self.clock.idle(source, published_before)
+
+    def advance(self) -> Outcome:
+        """Count whatever the inputs' frontiers release, and sweep up to the new watermark."""
+        out = Outcome()
+        wm = self.clock.watermark
+        self._advance(wm, self.clock.advance(), out)
         return out
 
     def _advance(self, wm: float, new_wm: float, out: Outcome) -> None:
@@ -190,28 +297,28 @@ class PartitionProcessor:
                 day_end += DAY_SECONDS
         self.sweep(new_wm, out)
 
-    def _repeat(self, source: str, caught_up: bool, wm: float) -> Outcome:
-        """A repeat has no effect of its own, but the last record of a held input
-        still releases it: a new owner re-reading what the previous one applied
-        (an uncommitted tail) may see nothing but repeats up to the input's end, and
-        the input would hold the watermark back forever. Whatever the release lets
-        the watermark pass is swept as usual."""
+    def repeat(self, source: str, published_at: float | None,
+               occurred_at: float = -math.inf) -> Outcome:
+        """A repeat has no effect of its own, but its input has delivered it: a new owner
+        re-reading what the previous one applied (an uncommitted tail) may see nothing
+        but repeats, and must still move on. ``occurred_at``: the event time it counted
+        with the first time, when it is the same record delivered again."""
         out = Outcome(duplicate=True)
-        if caught_up:
-            # Not its time: a repeat may differ in body.
-            self._advance(wm, self.clock.release(source), out)
+        wm = self.clock.watermark
+        self.clock.observe(source, published_at, occurred_at)
+        self._advance(wm, self.clock.advance(), out)
         return out
 
-    def observe(self, source: str, occurred_at: float, caught_up: bool = False) -> Outcome:
-        """Let a repeated event move the clock (and sweep), without applying it.
-
-        After a restart the repeats of the uncommitted tail still tell whether
-        their input has caught up; without them the watermark could stay held
-        by an input whose remaining messages are all repeats.
-        """
+    def settle(self, until: float) -> Outcome:
+        """Decide everything due strictly before ``until`` (end of input: no more events
+        will come). Moves the watermark there if it is behind."""
+        out = Outcome()
         wm = self.clock.watermark
-        out = Outcome(duplicate=True)
-        self._advance(wm, self.clock.observe(source, occurred_at, caught_up), out)
+        if until > wm:
+            self.clock.watermark = until
+            self.clock.stream_time = max(self.clock.stream_time,
+                                         until + self.engine.config.allowed_lateness_seconds)
+            self._advance(wm, until, out)
         return out
 
     def reinstate(self, states: list[CustomerState]) -> list[CustomerState]:

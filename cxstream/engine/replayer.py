@@ -9,6 +9,7 @@ agent does after re-keying them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from cxstream.engine.alerts import Alert
 from cxstream.engine.engine import Engine
 from cxstream.engine.events import Event
 from cxstream.engine.metrics import MetricBook
-from cxstream.engine.partition import PartitionProcessor, StreamClock
+from cxstream.engine.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.engine.scoring import HealthSnapshot
 from cxstream.engine.state import DictStore
 
@@ -32,9 +33,16 @@ class ReplayResult:
     events: int = 0
     applied: int = 0
     late: int = 0
+    future: int = 0
     duplicates: int = 0
     late_events: list[Event] = field(default_factory=list)
+    future_events: list[Event] = field(default_factory=list)
     health: dict[str, HealthSnapshot] = field(default_factory=dict)
+    # End of input: the event time decisions were settled up to, and what that decided.
+    settled_to: float | None = None
+    settled_alerts: int = 0
+    # The events were fed in another order than their source's (a file sorted first).
+    reordered: bool = False
 
 
 class Replayer:
@@ -45,7 +53,11 @@ class Replayer:
         engine: Engine,
         partitions: int = 1,
         partition_of: Callable[[str], int] | None = None,
+        now: float | None = None,
     ) -> None:
+        """:param now: the publish time of every event (the replay's wall clock): an
+            event dated more than ``max_future_seconds`` after it is refused as
+            ``future``. Without it, no event is in the future."""
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         if partitions > 1 and partition_of is None:
@@ -57,30 +69,59 @@ class Replayer:
             PartitionProcessor(engine, store, StreamClock(lateness), track_health=False)
             for store in self.stores
         ]
+        self.now = now
+        self.last_event_at = -math.inf
         self.result = ReplayResult()
 
     def feed(self, event: Event) -> list[Alert]:
         """Process one event; returns the alerts it decided."""
         res = self.result
         res.events += 1
-        out = self.processors[self.partition_of(event.customer_id)].process(event)
+        out = self.processors[self.partition_of(event.customer_id)].process(
+            event, now=self.now)
+        if out.future:
+            res.future += 1
+            res.future_events.append(event)
+            return []
         if out.late:
             res.late += 1
             res.late_events.append(event)
             return []
+        if event.occurred_at > self.last_event_at:
+            self.last_event_at = event.occurred_at
         if out.duplicate:
             res.duplicates += 1
             return []
         res.applied += 1
+        return self._take(out)
+
+    def _take(self, out: Outcome) -> list[Alert]:
         for delta in out.metrics:
-            res.metrics.add(delta)
-        res.alerts.extend(out.alerts)
+            self.result.metrics.add(delta)
+        self.result.alerts.extend(out.alerts)
         return out.alerts
 
-    def run(self, events: Iterable[Event]) -> ReplayResult:
-        """Feed every event and return the result (with every customer's final health)."""
+    def settle(self) -> list[Alert]:
+        """End of input: decide everything due up to the last event time, in every
+        partition (a live worker waits for the allowed lateness instead, because more
+        may come). Nothing after the last event is invented."""
+        if self.last_event_at == -math.inf:
+            return []
+        until = math.nextafter(self.last_event_at, math.inf)  # the last event itself too
+        alerts: list[Alert] = []
+        for proc in self.processors:
+            alerts.extend(self._take(proc.settle(until)))
+        self.result.settled_to = self.last_event_at
+        self.result.settled_alerts += len(alerts)
+        return alerts
+
+    def run(self, events: Iterable[Event], settle: bool = False) -> ReplayResult:
+        """Feed every event (and ``settle`` at the end if asked); return the result with
+        every customer's final health."""
         for event in events:
             self.feed(event)
+        if settle:
+            self.settle()
         engine = self.processors[0].engine
         for store in self.stores:
             for st in store.values():

@@ -98,7 +98,8 @@ class WorkerProcess:
 
     def log_tail(self, lines: int = 40, skip: tuple[str, ...] = ()) -> str:
         """The last ``lines`` lines of the log, leaving out lines containing any of ``skip``."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         kept = [line for line in self.log_path.read_text(errors="replace").splitlines()
                 if not any(s in line for s in skip)]
         return "\n".join(kept[-lines:])

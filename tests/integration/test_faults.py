@@ -123,7 +123,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
             fh.write(event_to_json(ev) + b"\n")
             n += 1
     # Default settings (the workers' engine config), 4 partitions like the topics.
-    replayed = replay_file(Settings.model_validate({"topic_partitions": PARTITIONS}), path)
+    replayed = replay_file(Settings.model_validate({"topic_partitions": PARTITIONS}), path,
+                           settle=False)
     assert replayed.events == n and replayed.late == 0 and replayed.duplicates == 0
     alerts = {(a.alert_id, a.seq): _canon(a.to_dict()) for a in replayed.alerts}
     assert len(alerts) == len(replayed.alerts), "replay itself repeated an (alert_id, seq)"

@@ -196,7 +196,7 @@ def test_replay_and_worker_agree_on_alerts_and_metrics(
     full_settings: Settings, story_file: Path, worker_factory: Any
 ) -> None:
     settings = full_settings
-    replayed = replay_file(settings, story_file)
+    replayed = replay_file(settings, story_file, settle=False)
     want_alerts = sorted(orjson.dumps(a.to_dict(), option=orjson.OPT_SORT_KEYS)
                           for a in replayed.alerts)
     want_metrics = {_metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()}
@@ -273,7 +273,7 @@ def test_the_worker_learns_the_participation_thresholds_replay_learns(
     path = tmp_path / "cohort.jsonl"
     path.write_bytes(b"".join(event_to_json(e) + b"\n"
                               for e in staggered_cohort(24, settings.topic_partitions)))
-    replayed = replay_file(settings, path)
+    replayed = replay_file(settings, path, settle=False)
     # The newest threshold per segment (the topic also keeps one key per day before it).
     want = {u.segment: u.to_dict() for u in replayed.metrics.latest()
             if u.metric == "participation_threshold_days"}

@@ -61,7 +61,7 @@ def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
     from cxstream.agents.partitioning import partitioner_for
     from cxstream.engine.engine import Engine
     from cxstream.engine.replayer import Replayer
-    from cxstream.replay import read_events
+    from cxstream.replay import ReplayFile, read_events
     from cxstream.schemas.events import parse_event
 
     def bare() -> int:
@@ -89,7 +89,7 @@ def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
     replayer = Replayer(Engine(settings.engine_config()), parts, partitioner_for(parts))
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    result = replayer.run(read_events(path))
+    result = replayer.run(read_events(ReplayFile(path)))
     replay_s = time.perf_counter() - t0
     replay_cpu = time.process_time() - cpu0
     replay_eps = result.events / replay_s
@@ -183,13 +183,13 @@ def profile_replay(settings: Any, path: Path, limit: int, top: int = 20) -> dict
     from cxstream.agents.partitioning import partitioner_for
     from cxstream.engine.engine import Engine
     from cxstream.engine.replayer import Replayer
-    from cxstream.replay import read_events
+    from cxstream.replay import ReplayFile, read_events
 
     parts = settings.topic_partitions
     replayer = Replayer(Engine(settings.engine_config()), parts, partitioner_for(parts))
     prof = cProfile.Profile()
     prof.enable()
-    replayer.run(itertools.islice(read_events(path), limit))
+    replayer.run(itertools.islice(read_events(ReplayFile(path)), limit))
     prof.disable()
     stats = pstats.Stats(prof)
     total = stats.total_tt  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import orjson
 import pytest
@@ -34,57 +35,63 @@ from tests.factories import (
 LATENESS = 300.0
 FIXED = fixed_inactivity()  # the old rule: raised 14 days after the last activity, escalated at 28
 
-# -- StreamClock ----------------------------------------------------------------------------
+# -- StreamClock: inputs merged by publish time ------------------------------------------
 
-Obs = tuple[str, float, bool]  # (source, occurred_at, caught_up)
+# Steps: ("read", source, published_at, occurred_at) or ("idle", source, published_before).
+Step = tuple[Any, ...]
+DAY_S = 86_400.0
+P0 = 100_000.0  # publish times: after every event time below, as in a live stream
 
 
 @pytest.mark.parametrize(
-    ("observations", "expected"),
+    ("sources", "steps", "expected"),
     [
-        pytest.param([("logins", 1_000, False)], 700, id="one-input-minus-lateness"),
-        pytest.param(
-            [("logins", 1_000, False), ("logins", 900, False)],
-            700,
-            id="older-event-does-not-move-it-back",
-        ),
-        pytest.param(
-            [("logins", 1_000, False), ("logins", 2_000, False)],
-            1_700,
-            id="newer-event-moves-it-on",
-        ),
-        pytest.param(
-            [("logins", 5_000, False), ("emails", 2_000, False)],
-            4_700,
-            id="a-new-slow-input-cannot-move-it-back",
-        ),
-        pytest.param(
-            [("emails", 1_000, False), ("logins", 3_000, False)],
-            700,
-            id="min-over-inputs-with-a-backlog",
-        ),
-        pytest.param(
-            [("emails", 1_000, False), ("logins", 3_000, False), ("emails", 1_000, True)],
-            2_700,
-            id="a-caught-up-input-does-not-hold-it-back",
-        ),
-        pytest.param(
-            [("logins", 1_000, True), ("emails", 2_000, True), ("tickets", 1_500, True)],
-            1_700,
-            id="max-over-all-when-all-caught-up",
-        ),
-        pytest.param(
-            [("logins", 3_000, True), ("emails", 2_000, True), ("emails", 2_100, False)],
-            2_700,
-            id="stays-when-an-input-falls-behind-again",
-        ),
+        pytest.param(["logins"], [("read", "logins", P0 + 10, 1_000)], -math.inf,
+                     id="a-burst-may-go-on-at-the-same-publish-time"),
+        pytest.param(["logins"], [("read", "logins", P0 + 10, 1_000),
+                                  ("idle", "logins", P0 + 11)], 700,
+                     id="one-input-minus-lateness"),
+        pytest.param(["logins"], [("read", "logins", P0 + 10, 1_000),
+                                  ("read", "logins", P0 + 11, 900),
+                                  ("idle", "logins", P0 + 12)],
+                     700, id="older-event-does-not-move-it-back"),
+        pytest.param(["logins"], [("read", "logins", P0 + 10, 1_000),
+                                  ("read", "logins", P0 + 11, 2_000),
+                                  ("idle", "logins", P0 + 12)],
+                     1_700, id="newer-event-moves-it-on"),
+        pytest.param(["logins", "emails"], [("read", "logins", P0 + 10, 1_000),
+                                            ("idle", "logins", P0 + 11)], -math.inf,
+                     id="held-until-every-input-has-reported"),
+        pytest.param(["logins", "emails"],
+                     [("read", "logins", P0 + 10, 1_000), ("idle", "logins", P0 + 11),
+                      ("idle", "emails", P0 + 9)], -math.inf,
+                     id="an-input-idle-only-before-it-still-holds-it"),
+        pytest.param(["logins", "emails"],
+                     [("read", "logins", P0 + 10, 1_000), ("idle", "logins", P0 + 11),
+                      ("idle", "emails", P0 + 11)], 700,
+                     id="released-once-every-input-is-past-its-publish-time"),
+        pytest.param(["logins", "emails"],
+                     [("read", "logins", P0 + 10, 5_000), ("read", "emails", P0 + 8, 1_000),
+                      ("read", "emails", P0 + 12, 1_100)], 700,
+                     id="a-later-published-event-waits-for-the-slower-input"),
+        pytest.param(["logins", "emails"],
+                     [("read", "logins", P0 + 10, 5_000), ("read", "emails", P0 + 8, 1_000),
+                      ("read", "emails", P0 + 12, 1_100), ("idle", "logins", P0 + 13)], 4_700,
+                     id="counts-once-the-slower-input-passes-it"),
+        pytest.param(["logins"], [("read", "logins", P0 + 10, P0 + 10 + 3_600),
+                                  ("idle", "logins", P0 + 11)], P0 + 10,
+                     id="a-future-dated-event-counts-at-most-publish-time-plus-lateness"),
     ],
 )
-def test_stream_clock_watermark(observations: list[Obs], expected: float) -> None:
-    clock = StreamClock(LATENESS)
+def test_stream_clock_watermark(sources: list[str], steps: list[Step], expected: float) -> None:
+    clock = StreamClock(LATENESS, sources)
 
-    for source, t, caught_up in observations:
-        clock.observe(source, t, caught_up)
+    for kind, source, *times in steps:
+        if kind == "read":
+            clock.observe(source, times[0], times[1])
+        else:
+            clock.idle(source, times[0])
+        clock.advance()
 
     assert clock.watermark == expected
 
@@ -93,67 +100,114 @@ def test_stream_clock_starts_at_its_floor_and_never_goes_below_it() -> None:
     assert StreamClock(LATENESS).watermark == -math.inf
 
     clock = StreamClock(LATENESS, floor=5_000)
-
-    assert clock.observe("logins", 1_000) == 5_000
-    assert clock.observe("logins", 6_000) == 5_700
+    clock.observe("logins", P0 + 1, 1_000)
+    clock.idle("logins", P0 + 2)
+    assert clock.advance() == 5_000
+    clock.observe("logins", P0 + 2, 6_000)
+    clock.idle("logins", P0 + 3)
+    assert clock.advance() == 5_700
 
 
 def test_stream_clock_watermark_is_monotonic_whatever_the_inputs() -> None:
-    clock = StreamClock(LATENESS)
-    marks = [
-        clock.observe(source, t, caught_up)
-        for source, t, caught_up in [
-            ("a", 10_000, True),
-            ("b", 1_000, False),
-            ("c", 500, False),
-            ("a", 20_000, False),
-            ("b", 15_000, True),
-            ("c", 900, True),
-        ]
-    ]
+    clock = StreamClock(LATENESS, ["a", "b", "c"])
+    marks = []
+    for kind, source, *times in [
+        ("read", "a", P0 + 1, 10_000), ("read", "b", P0 + 2, 1_000), ("idle", "c", P0 + 3),
+        ("read", "a", P0 + 4, 20_000), ("read", "b", P0 + 5, 15_000), ("read", "c", P0 + 6, 900),
+        ("idle", "a", P0 + 9), ("idle", "b", P0 + 9), ("read", "c", P0 + 9, 500),
+    ]:
+        if kind == "read":
+            clock.observe(source, times[0], times[1])
+        else:
+            clock.idle(source, times[0])
+        marks.append(clock.advance())
 
     assert marks == sorted(marks)
+    assert marks[-1] == 20_000 - LATENESS
 
 
-def test_a_slow_input_with_a_backlog_keeps_its_events_from_becoming_late() -> None:
-    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
-    proc.process(sent("b", 0, 9), source="emails")  # the emails topic is 10 days behind
-    proc.process(login("a", 10, 9), source="logins")
+def test_a_saved_clock_keeps_what_it_held() -> None:
+    clock = StreamClock(LATENESS, ["logins", "emails"])
+    clock.observe("logins", P0 + 10, 5_000)
+    clock.idle("emails", P0 + 5)
+    clock.advance()
 
-    out = proc.process(opened("b", 0, 10), source="emails")
+    again = StreamClock.from_dict(orjson.loads(orjson.dumps(clock.to_dict())), LATENESS)
+    again.idle("emails", P0 + 11)
+    again.idle("logins", P0 + 11)
+
+    assert clock.held == again.held == 1
+    assert again.advance() == 5_000 - LATENESS
+
+
+def test_a_clock_saved_in_an_older_format_keeps_only_its_watermark() -> None:
+    old = {"w": 1_000.0, "t": {"logins": 1_300.0}, "c": {"logins": True}}
+
+    clock = StreamClock.from_dict(old, LATENESS)
+
+    assert clock.watermark == 1_000.0
+    assert clock.held == 0
+
+
+def test_a_long_skew_between_inputs_holds_a_bounded_number_of_buckets() -> None:
+    clock = StreamClock(LATENESS, ["logins", "emails"])
+    clock.idle("emails", P0)
+    for i in range(100_000):  # a day of logins published while emails stay behind
+        clock.observe("logins", P0 + i * 0.864, 1_000 + i)
+        clock.advance()
+
+    assert 0 < clock.held <= 256
+    # Merged buckets end later than their events: released once both inputs pass them.
+    clock.idle("emails", P0 + 2 * DAY_S)
+    clock.idle("logins", P0 + 2 * DAY_S)
+    clock.advance()
+    assert clock.held == 0
+    assert clock.stream_time == 1_000 + 99_999
+
+
+def test_the_topic_read_first_cannot_make_another_topics_on_time_events_late() -> None:
+    # A running worker: tickets happen to be read before the logins published earlier.
+    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(),
+                              StreamClock(LATENESS, ["logins", "tickets"]))
+    proc.process(ticket("a", 10, 9, ticket_id="t1"), source="tickets",
+                 published_at=at(10, 9, 1))
+
+    out = proc.process(login("b", 0, 9), source="logins", published_at=at(10, 9))
 
     assert not out.late
-    assert proc.clock.watermark == at(0, 10) - LATENESS
+    assert proc.clock.held == 2  # until both inputs are known past the ticket's publish time
+    proc.idle("logins", at(10, 9, 2))
+    proc.idle("tickets", at(10, 9, 2))
+    proc.advance()
+    assert proc.clock.watermark == at(10, 9) - LATENESS
 
 
-def test_an_input_held_before_it_delivers_keeps_its_first_events_from_becoming_late() -> None:
-    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
-    proc.clock.hold("emails")  # the worker knows the emails topic has a backlog
-    proc.process(login("a", 10, 9), source="logins")  # logins happen to be read first
+def test_an_event_published_after_the_stream_moved_on_is_late() -> None:
+    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(),
+                              StreamClock(LATENESS, ["logins", "emails"]))
+    proc.process(login("a", 10, 9), source="logins", published_at=at(10, 9))
+    proc.idle("emails", at(10, 10))
+    proc.idle("logins", at(10, 10))
+    proc.advance()
 
-    out = proc.process(sent("b", 0, 9), source="emails")
+    out = proc.process(sent("b", 0, 9), source="emails", published_at=at(10, 11))
 
-    assert not out.late
+    assert out.late
+    assert proc.store.get("b") is None
+
+
+def test_an_event_dated_after_its_publish_time_plus_the_limit_is_future_and_moves_nothing() -> None:
+    config = EngineConfig(max_future_seconds=3_600)
+    proc = PartitionProcessor(Engine(config), DictStore(), StreamClock(LATENESS))
+    proc.process(login("a", 0, 9), published_at=at(0, 9))
+
+    out = proc.process(login("b", 0, 11), published_at=at(0, 9, 59))
+    proc.idle("input", at(0, 10))
+    proc.advance()
+
+    assert out.future
+    assert proc.store.get("b") is None
     assert proc.clock.watermark == at(0, 9) - LATENESS
-
-
-def test_holding_an_input_that_already_delivered_changes_nothing() -> None:
-    clock = StreamClock(LATENESS)
-    clock.observe("emails", 1_000)
-    clock.observe("logins", 5_000, caught_up=True)
-
-    clock.hold("emails")
-    clock.hold("logins")
-
-    assert clock.observe("emails", 2_000) == 1_700
-
-
-def test_without_a_hold_the_first_events_of_an_unseen_input_can_be_late() -> None:
-    # The clock only knows inputs it has seen; the worker must hold() the others.
-    proc = PartitionProcessor(Engine(EngineConfig()), DictStore(), StreamClock(LATENESS))
-    proc.process(login("a", 10, 9), source="logins")
-
-    assert proc.process(sent("b", 0, 9), source="emails").late
 
 
 # -- stream time is per partition -----------------------------------------------------------
@@ -328,18 +382,21 @@ def test_an_event_exactly_at_the_watermark_is_settled_as_if_it_had_arrived_in_or
     assert story(by_customer(at_watermark.alerts, "c")) == story(by_customer(in_order.alerts, "c"))
 
 
-def test_a_held_input_whose_last_records_are_all_repeats_still_releases_the_watermark() -> None:
+def test_an_input_whose_last_records_are_all_repeats_still_moves_on() -> None:
     # A new owner re-reads an uncommitted tail its predecessor already applied: for a
-    # small input every record up to its end is a repeat. Its hold must still end.
+    # small input every record up to its end is a repeat. It must still report.
     engine = Engine(EngineConfig())
     before = PartitionProcessor(engine, DictStore(), StreamClock(LATENESS))
-    before.process(sent("b", 0, 9), source="emails", position=0)
+    before.process(sent("b", 0, 9), source="emails", published_at=at(0, 9), position=0)
     after = PartitionProcessor.restore(engine, changelog_copy(before.store))
-    after.clock.hold("emails")  # the probe saw a backlog: nothing committed
-    after.clock.hold("logins")
+    after.clock.expect("emails")
+    after.clock.expect("logins")
 
-    again = after.process(sent("b", 0, 9), source="emails", caught_up=True, position=0)
-    after.process(login("a", 10, 9), source="logins", caught_up=True, position=0)
+    again = after.process(sent("b", 0, 9), source="emails", published_at=at(0, 9), position=0)
+    after.process(login("a", 10, 9), source="logins", published_at=at(10, 9), position=0)
+    after.idle("emails", at(10, 9, 1))
+    after.idle("logins", at(10, 9, 1))
+    after.advance()
 
     assert again.duplicate
     assert after.clock.watermark == at(10, 9) - LATENESS
