@@ -192,14 +192,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     inputs = list(settings.input_topics.values())
-    events_topic = app.topic(*inputs, settings.topic("ticks"), key_type=bytes,
+    events_topic = app.topic(*inputs, settings.internal_topic("ticks"), key_type=bytes,
                              value_type=bytes, **raw)
-    ticks_topic = app.topic(settings.topic("ticks"), **raw)
+    ticks_topic = app.topic(settings.internal_topic("ticks"), **raw)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     metrics_topic = app.topic(settings.topic("metrics"), **raw)
     deadletters_topic = app.topic(settings.topic("deadletters"), **raw)
     health_topic = app.topic(settings.topic("health"), **raw)
-    deltas_topic = app.topic(settings.topic("metric-deltas"), key_type=bytes, value_type=bytes,
+    deltas_topic = app.topic(settings.internal_topic("metric-deltas"), key_type=bytes, value_type=bytes,
                              **raw)
     # str keys and bytes values make Faust pick its "raw" codec for the changelog.
     customers = app.Table("customers", partitions=settings.topic_partitions, key_type=str,
@@ -252,7 +252,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         polled=polled,
         grace_seconds=settings.publish_grace_seconds,
         ticks=send_tick,
-        ticks_topic=settings.topic("ticks"),
+        ticks_topic=settings.internal_topic("ticks"),
     )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -271,7 +271,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         # len() of a RocksDB table walks every key: once per rebalance, then counted.
         metrics.customers.set(len(customers))
         scorer.ready = True
-        await reread_uncommitted(app, probe, [*inputs, settings.topic("metric-deltas")])
+        await reread_uncommitted(app, probe, [*inputs, settings.internal_topic("metric-deltas")])
         hold_deliveries_until_recovery_resumes(app)
 
     async def score_events(stream: Any) -> None:

@@ -36,9 +36,9 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     specs[settings.topic("metrics")] = (n, dict(COMPACT))
     specs[settings.topic("health")] = (n, dict(COMPACT))
     specs[settings.topic("deadletters")] = (n, {})
-    specs[settings.topic("metric-deltas")] = (n, {})
+    specs[settings.internal_topic("metric-deltas")] = (n, {})
     # Ticks only wake a partition's clock; an hour of them is more than any restart needs.
-    specs[settings.topic("ticks")] = (n, {"retention.ms": str(3_600_000)})
+    specs[settings.internal_topic("ticks")] = (n, {"retention.ms": str(3_600_000)})
     # Faust's own topics, created here so they exist (with leaders) before it checks them.
     for table in TABLES:
         specs[f"{settings.app_id}-{table}-changelog"] = (n, dict(COMPACT))

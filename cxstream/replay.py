@@ -29,7 +29,8 @@ from cxstream.engine.replayer import Replayer, ReplayResult
 from cxstream.errors import InvalidEvent
 from cxstream.settings import Settings
 
-__all__ = ["SORT_CHUNK", "ReplayFile", "read_events", "replay_file"]
+__all__ = ["SORT_CHUNK", "ReplayFile", "in_time_order", "read_events", "read_lines",
+           "replay_file"]
 
 # Events sorted in memory at once; a bigger unsorted file is sorted in runs of this
 # many lines written to temporary files and merged (~150 MB in memory per run).
@@ -98,14 +99,20 @@ def read_events(source: ReplayFile, as_published: bool = False,
                 chunk: int | None = None) -> Iterator[Event]:
     """The file's valid events in event-time order (ties keep file order), or in file
     order with ``as_published`` or when the file is already sorted."""
+    yield from (event for _, event in read_lines(source, as_published, chunk))
+
+
+def read_lines(source: ReplayFile, as_published: bool = False,
+               chunk: int | None = None) -> Iterator[tuple[bytes, Event]]:
+    """``(line, event)`` of the file's valid lines, in the order of ``read_events``."""
     if as_published or in_time_order(source.path):
-        yield from (event for _, _, event in source.events())
+        yield from ((line, event) for _, line, event in source.events())
         return
     source.sorted_by_us = True
     yield from _sorted(source, chunk or SORT_CHUNK)
 
 
-def _sorted(source: ReplayFile, chunk: int) -> Iterator[Event]:
+def _sorted(source: ReplayFile, chunk: int) -> Iterator[tuple[bytes, Event]]:
     from cxstream.agents.ingest import decode
 
     buffer: list[tuple[float, int, bytes, Event]] = []
@@ -118,12 +125,12 @@ def _sorted(source: ReplayFile, chunk: int) -> Iterator[Event]:
                 buffer = []
         if not runs:
             buffer.sort(key=lambda row: (row[0], row[1]))
-            yield from (row[3] for row in buffer)
+            yield from ((row[2], row[3]) for row in buffer)
             return
         if buffer:
             runs.append(_write_run(Path(tmp) / f"run{len(runs)}", buffer))
         for _, _, line in heapq.merge(*(_read_run(p) for p in runs)):
-            yield decode(line)  # valid: it was decoded once before the run was written
+            yield line, decode(line)  # valid: it was decoded once before the run was written
 
 
 def _write_run(path: Path, rows: list[tuple[float, int, bytes, Event]]) -> Path:

@@ -191,6 +191,12 @@ class Settings(BaseModel):
         """Full topic name, e.g. ``cx.logins``."""
         return f"{self.topic_prefix}.{name}"
 
+    def internal_topic(self, name: str) -> str:
+        """A topic of this deployment alone, named like Faust's changelogs:
+        ``cxstream-metric-deltas``. Two app ids on one prefix (a rebuild beside the
+        running deployment) must not fold each other's metric deltas."""
+        return f"{self.app_id}-{name}"
+
     @property
     def input_topics(self) -> dict[str, str]:
         """Event family -> topic name."""

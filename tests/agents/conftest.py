@@ -195,7 +195,7 @@ class Harness:
         """Deliver one delta to ``aggregate_metrics`` and wait for its update to be sent."""
         self._track(agent)
         before = self.svc.metrics_topic.send.await_count
-        agent.original_channel = self.topic_of("metric-deltas")
+        agent.original_channel = self.svc.settings.internal_topic("metric-deltas")
         await asyncio.wait_for(agent.put(value=value, key=key, headers=headers), PUT_TIMEOUT_S)
         await self._until(lambda: self.svc.metrics_topic.send.await_count > before, agent)
 

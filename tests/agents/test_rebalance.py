@@ -53,7 +53,7 @@ async def test_owned_stream_partitions_without_a_commit_are_read_from_the_beginn
     recovery (an empty set of partitions to fetch makes aiokafka return every buffered
     one); without a committed offset its own seek never reads them again."""
     app, settings = service.app, service.settings
-    logins, deltas = settings.input_topics["logins"], settings.topic("metric-deltas")
+    logins, deltas = settings.input_topics["logins"], settings.internal_topic("metric-deltas")
     changelog = f"{settings.app_id}-customers-changelog"
     assigned = {TP(logins, 0), TP(logins, 1), TP(deltas, 0), TP(changelog, 0)}
     committed = {(logins, 1): 42, (deltas, 0): 0}  # logins[0]: never committed

@@ -215,6 +215,25 @@ async def test_an_event_older_than_the_watermark_is_dead_lettered_as_late(
     assert harness.sample("cxstream_events_processed_total", type="login") == 1
 
 
+async def test_an_event_from_a_far_future_clock_is_dead_lettered_and_moves_no_clock(
+    service: Service, harness: Harness
+) -> None:
+    from cxstream.engine.events import Event
+
+    wrong_clock = Event("e-2099", "c9", "login", 4_100_000_000.0)  # 2099-12-05
+    async with service.score_events.test_context() as agent:
+        await harness.score(agent, login("c1", 5, 9))
+        await harness.score(agent, wrong_clock)
+        await harness.score(agent, login("c2", 5, 9, 30))  # still on time
+
+    [(key, dead)] = harness.dead_letters()
+    assert (key, dead["code"]) == (b"c9", "future")
+    assert "a clock is wrong" in dead["reason"]
+    assert harness.customer("c9") is None
+    assert service.scorer.processors[0].clock.watermark == at(5, 9, 30) - 300
+    assert harness.sample("cxstream_dead_letters_total", reason="future") == 1
+
+
 async def test_an_event_within_the_allowed_lateness_is_accepted(
     service: Service, harness: Harness
 ) -> None:

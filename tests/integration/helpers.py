@@ -191,7 +191,7 @@ async def group_lag(settings: Settings) -> tuple[int, int, int]:
             meta = committed.get(tp)
             offset = meta.offset if meta is not None and meta.offset >= 0 else 0
             behind = max(0, ends[tp] - offset)
-            if tp.topic == settings.topic("metric-deltas"):
+            if tp.topic == settings.internal_topic("metric-deltas"):
                 deltas += behind
             else:
                 inputs += behind
@@ -206,7 +206,7 @@ async def _group_clients(settings: Settings) -> AsyncIterator[tuple[Any, AIOKafk
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.structs import TopicPartition
 
-    topics = [*settings.input_topics.values(), settings.topic("metric-deltas")]
+    topics = [*settings.input_topics.values(), settings.internal_topic("metric-deltas")]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     await admin.start()
