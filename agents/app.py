@@ -23,6 +23,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cxstream.agents.backlog import BacklogProbe
+from cxstream.agents.learning import follow
 from cxstream.agents.partitioning import partitioner_for
 from cxstream.agents.scoring import DELTA_SOURCE_HEADER, Scorer
 from cxstream.agents.security import faust_credentials, kafka_options
@@ -30,7 +31,9 @@ from cxstream.agents.sensors import ServiceMetrics
 from cxstream.agents.tables import AccumulatorTable
 from cxstream.agents.web import install_routes, owned_partitions
 from cxstream.engine.engine import Engine
+from cxstream.engine.learning import Learner
 from cxstream.engine.metrics import MetricBook, MetricDelta, MetricKey, MetricUpdate
+from cxstream.learn.fit import logistic_fit
 from cxstream.settings import Settings
 
 __all__ = ["Service", "create_app"]
@@ -155,6 +158,8 @@ class Service(NamedTuple):
     deltas_topic: Any
     health_topic: Any
     ticks_topic: Any
+    learning_topic: Any
+    learner: Learner
     family_topics: dict[str, Any]
     customers: Any
     metric_accs: Any
@@ -195,12 +200,15 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     events_topic = app.topic(*inputs, settings.internal_topic("ticks"), key_type=bytes,
                              value_type=bytes, **raw)
     ticks_topic = app.topic(settings.internal_topic("ticks"), **raw)
+    learning_topic = app.topic(settings.internal_topic("learning"), **raw)
+    engine_config = settings.engine_config()
+    learner = Learner(settings.topic_partitions, logistic_fit, engine_config.learning)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
     metrics_topic = app.topic(settings.topic("metrics"), **raw)
     deadletters_topic = app.topic(settings.topic("deadletters"), **raw)
     health_topic = app.topic(settings.topic("health"), **raw)
-    deltas_topic = app.topic(settings.internal_topic("metric-deltas"), key_type=bytes, value_type=bytes,
-                             **raw)
+    deltas_topic = app.topic(settings.internal_topic("metric-deltas"), key_type=bytes,
+                             value_type=bytes, **raw)
     # str keys and bytes values make Faust pick its "raw" codec for the changelog.
     customers = app.Table("customers", partitions=settings.topic_partitions, key_type=str,
                           value_type=bytes)
@@ -238,10 +246,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
 
     probe = BacklogProbe(kafka_options(settings), settings.app_id, inputs)
     scorer = Scorer(
-        Engine(settings.engine_config()),
+        Engine(engine_config),
         customers,
         SimpleNamespace(alerts=alerts_topic, deltas=deltas_topic, deadletters=deadletters_topic,
-                        health=health_topic, ticks=ticks_topic),
+                        health=health_topic, ticks=ticks_topic, learning=learning_topic),
         metrics,
         partitioner_for(settings.topic_partitions),
         highwater,
@@ -253,7 +261,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         grace_seconds=settings.publish_grace_seconds,
         ticks=send_tick,
         ticks_topic=settings.internal_topic("ticks"),
+        learner=learner,
     )
+
+    @app.task
+    async def follow_learning() -> None:
+        """Read every partition's learning rows, from the beginning, into this worker's
+        learner; train each version once every partition has passed its boundary."""
+        await follow(settings, learner, scorer, metrics)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -363,6 +378,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         deltas_topic=deltas_topic,
         health_topic=health_topic,
         ticks_topic=ticks_topic,
+        learning_topic=learning_topic,
+        learner=learner,
         family_topics=family_topics,
         customers=customers,
         metric_accs=metric_accs,

@@ -53,6 +53,7 @@ from cxstream.agents.tables import INTERNAL_PREFIX, TableStore
 from cxstream.engine.alerts import Alert, rfc3339
 from cxstream.engine.engine import Engine
 from cxstream.engine.events import Event
+from cxstream.engine.learning import Empty, Learner, LearningRow, row_to_list
 from cxstream.engine.metrics import MetricDelta
 from cxstream.engine.participation import ParticipationModel
 from cxstream.engine.partition import Outcome, PartitionProcessor, StreamClock
@@ -163,6 +164,7 @@ class Scorer:
         grace_seconds: float = 0.25,
         ticks: Callable[[int], Awaitable[None]] | None = None,
         ticks_topic: str | None = None,
+        learner: Learner | None = None,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -175,6 +177,10 @@ class Scorer:
         self.polled = polled
         self.grace_seconds = grace_seconds
         self.inputs = list(inputs)  # the event topics; each holds the stream time back
+        # The churn learner, shared by this worker's partitions; fed with their own rows
+        # at once and with every partition's rows by the learning follower (app.py).
+        self.learner = learner
+        self._reported_empty: set[int] = set()
         self.clocks = clocks  # a partition's stream clock, checkpointed (see _save_clock)
         self.probe = probe
         # The group's committed offset of an input topic partition, as this worker
@@ -211,6 +217,7 @@ class Scorer:
         self._seen.clear()
         self._since_clean.clear()
         self._seq.clear()
+        self._reported_empty.clear()
         self.ready = False
 
     def note_risk(self, snap: HealthSnapshot) -> None:
@@ -232,7 +239,8 @@ class Scorer:
             model = self.table.get(model_key(partition))
             proc = PartitionProcessor.restore(
                 self.engine, store, self._restore_clock(partition, committed),
-                ParticipationModel.from_dict(orjson.loads(model)) if model is not None else None)
+                ParticipationModel.from_dict(orjson.loads(model)) if model is not None else None,
+                learner=self.learner, partition=partition)
             for st in store.values():
                 if "at_risk" in st.episodes:
                     self.note_risk(self.engine.snapshot(st))
@@ -242,7 +250,23 @@ class Scorer:
                 self._committed_at_assign[(partition, topic)] = offset
             self._index_outbox(partition)
             self.processors[partition] = proc
+            if not backlog and proc.customers == 0:
+                await self._report_empty(partition)
         return proc
+
+    async def _report_empty(self, partition: int) -> None:
+        """No customers and nothing to read: the learner need not wait for this partition
+        (it reports again as soon as it has something). Not in the outbox: losing it in a
+        crash only means saying it again on the next assignment."""
+        if self.learner is None or partition in self._reported_empty:
+            return
+        self._reported_empty.add(partition)
+        rows: list[LearningRow] = [Empty(partition)]
+        self.learner.add(rows, partition)
+        await self.topics.learning.send(value=orjson.dumps([row_to_list(r) for r in rows]),
+                                        partition=partition)
+        if self.learner.train_ready():
+            self.wake()
 
     def _restore_clock(self, partition: int, committed: Mapping[str, int]) -> StreamClock:
         """The saved clock, unless it saw messages the group has not committed.
@@ -309,8 +333,9 @@ class Scorer:
         self.clocks[clock_key(partition)] = orjson.dumps(
             {"clock": proc.clock.to_dict(), "seen": self._seen.get(partition, {})})
 
-    def _refresh_idle(self, partition: int, proc: PartitionProcessor) -> None:
-        """Tell the clock which inputs have nothing unread, and since when.
+    def _refresh_idle(self, partition: int, proc: PartitionProcessor) -> bool:
+        """Tell the clock which inputs have nothing unread, and since when; returns
+        whether none of them has anything unread.
 
         An input is read to its end when the next offset to process reaches the
         highwater of the consumer's last fetch of it. Everything published before
@@ -320,17 +345,22 @@ class Scorer:
         lands in between, the pair is only more cautious.
         """
         seen = self._seen.get(partition, {})
+        all_idle = True
         for topic in self.inputs:
             tp = TP(topic, partition)
             polled = self.polled(tp)
             end = self.highwater(tp)
             if polled is None or end is None:
+                all_idle = False
                 continue
             last = seen.get(topic)
             after = last + 1 if last is not None else self._committed_at_assign.get(
                 (partition, topic))
             if after is not None and after >= end:
                 proc.idle(topic, polled - self.grace_seconds)
+            else:
+                all_idle = False
+        return all_idle
 
     def _recorded(self, partition: int, topic: str, offset: int) -> bool:
         """Whether a live outbox record covers the message (it was processed before).
@@ -370,6 +400,13 @@ class Scorer:
                 self.metrics.latency.observe(elapsed)
         self._schedule_ticks()
 
+    def wake(self) -> None:
+        """New churn model versions: the partitions that waited for one may decide on."""
+        for partition, proc in self.processors.items():
+            if proc.waiting:
+                self._tick_wait.pop(partition, None)
+        self._schedule_ticks()
+
     def _schedule_ticks(self) -> None:
         """Ask for a tick for every partition whose clock holds events back.
 
@@ -384,7 +421,7 @@ class Scorer:
             return
         loop = asyncio.get_running_loop()
         for partition, proc in self.processors.items():
-            if not proc.clock.held:
+            if not proc.clock.held and not proc.waiting:
                 self._tick_wait.pop(partition, None)
                 continue
             if partition in self._tick_due:
@@ -397,7 +434,7 @@ class Scorer:
     def _tick(self, partition: int) -> None:
         self._tick_due.pop(partition, None)
         proc = self.processors.get(partition)
-        if proc is None or not proc.clock.held or self.send_tick is None:
+        if proc is None or not (proc.clock.held or proc.waiting) or self.send_tick is None:
             return
         task = asyncio.ensure_future(self.send_tick(partition))
         task.add_done_callback(_log_tick_failure)
@@ -409,7 +446,7 @@ class Scorer:
             # publish again everything the uncommitted tail did before.
             await self._replay(partition, proc)
         seen = self._seen.setdefault(partition, {})
-        self._refresh_idle(partition, proc)
+        idle = self._refresh_idle(partition, proc)
         run: _Run | None = None
         for ev in events:
             message, raw = ev.message, ev.value
@@ -431,6 +468,8 @@ class Scorer:
                 run = None
         if run is not None:
             await self._commit(proc, partition, run)
+        if idle and proc.customers == 0:
+            await self._report_empty(partition)
 
     def _handle_message(self, proc: PartitionProcessor, run: _Run, message: Any,
                         raw: bytes | None, repeat: bool) -> None:
@@ -503,7 +542,7 @@ class Scorer:
         self._save_clock(partition, proc, run.messages)
         if proc.clock.watermark > -math.inf:
             self.metrics.watermark.set(max(p.clock.watermark for p in self.processors.values()))
-        if not states and not run.dead and not run.alerts and not run.deltas:
+        if not states and not run.dead and not run.alerts and not run.deltas and not run.rows:
             self._maybe_clean(partition)  # nothing changed, nothing to publish
             return
         m = self.metrics
@@ -516,6 +555,9 @@ class Scorer:
             self.note_risk(snap)
         for route, rows in route_deltas(run.deltas).items():
             sends.append((b"d", route, orjson.dumps(rows)))
+        if run.rows:  # to the learning topic partition of this partition
+            sends.append((b"l", str(partition).encode(),
+                          orjson.dumps([row_to_list(r) for r in run.rows])))
         sends.extend(run.dead)
         seq = self._seq.get(partition, 0)
         self._seq[partition] = seq + 1
@@ -530,6 +572,10 @@ class Scorer:
             self.table[model_key(partition)] = model
             proc.model.dirty = False
         await self._send(sends, delta_source(run.source, partition), run.offset)
+        if run.rows and self.learner is not None:
+            self.learner.add(run.rows, partition)
+            if self.learner.train_ready():
+                self.wake()
         self._maybe_clean(partition)
 
     async def _send(self, sends: list[tuple[bytes, bytes | None, bytes]], source: str,
@@ -543,6 +589,8 @@ class Scorer:
                 await topics.health.send(key=key, value=value)
             elif kind == b"d":
                 await topics.deltas.send(key=key, value=value, headers=header)
+            elif kind == b"l":
+                await topics.learning.send(value=value, partition=int(key or b"0"))
             else:
                 await topics.deadletters.send(key=key, value=value)
 
@@ -623,7 +671,7 @@ class _Run:
     """What a run of one topic partition's messages produced, until it commits."""
 
     __slots__ = ("alerts", "dead", "dead_bytes", "deltas", "health", "messages", "offset",
-                 "repeat", "source")
+                 "repeat", "rows", "source")
 
     def __init__(self, source: str, repeat: bool) -> None:
         self.source = source  # the topic, or topic + "~" for a run of repeats
@@ -633,17 +681,19 @@ class _Run:
         self.alerts: list[Alert] = []
         self.deltas: list[MetricDelta] = []
         self.health: dict[str, HealthSnapshot] = {}
+        self.rows: list[LearningRow] = []  # for the churn learner
         self.dead: list[tuple[bytes, bytes | None, bytes]] = []  # dead letters, as sends
         self.dead_bytes = 0
 
     def size(self) -> int:
         """Estimated encoded size of its outputs (its states are in the store)."""
-        return (self.dead_bytes + _DELTA_BYTES * len(self.deltas)
+        return (self.dead_bytes + _DELTA_BYTES * (len(self.deltas) + len(self.rows))
                 + _OUTPUT_BYTES * (len(self.alerts) + len(self.health)))
 
     def add(self, out: Outcome) -> None:
         self.alerts.extend(out.alerts)
         self.deltas.extend(out.metrics)
+        self.rows.extend(out.rows)
         for snap in out.health:
             self.health[snap.customer_id] = snap
 

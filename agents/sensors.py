@@ -51,6 +51,11 @@ class ServiceMetrics:
             "Highest event-time watermark over this worker's partitions.",
             registry=registry,
         )
+        self.model_version = Gauge(
+            f"{prefix}_churn_model_version_seconds",
+            "Training cut-off (event time) of the newest churn model version trained here.",
+            registry=registry,
+        )
         self.metric_value = Gauge(
             f"{prefix}_cx_metric",
             "Latest value of a rolling CX metric, by metric, segment and window.",

@@ -39,6 +39,9 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     specs[settings.internal_topic("metric-deltas")] = (n, {})
     # Ticks only wake a partition's clock; an hour of them is more than any restart needs.
     specs[settings.internal_topic("ticks")] = (n, {"retention.ms": str(3_600_000)})
+    # Learning rows: every worker re-reads them all at start, so they must outlive the
+    # horizon plus the training window (30 days + 12 weeks by default): 150 days.
+    specs[settings.internal_topic("learning")] = (n, {"retention.ms": str(150 * 86_400_000)})
     # Faust's own topics, created here so they exist (with leaders) before it checks them.
     for table in TABLES:
         specs[f"{settings.app_id}-{table}-changelog"] = (n, dict(COMPACT))

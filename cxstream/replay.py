@@ -162,10 +162,11 @@ def replay_file(settings: Settings, path: Path, partitions: int | None = None, *
     :param progress: called with each event's count, for a progress bar.
     """
     from cxstream.agents.partitioning import partitioner_for
+    from cxstream.learn.fit import logistic_fit
 
     n = partitions or settings.topic_partitions
     replayer = Replayer(Engine(settings.engine_config()), n, partitioner_for(n),
-                        now=time.time() if now is None else now)
+                        now=time.time() if now is None else now, fit=logistic_fit)
     source = ReplayFile(path, dead)
     events = read_events(source, as_published)
     if progress is not None:

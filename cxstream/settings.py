@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from cxstream.engine.config import EngineConfig, Profile
+from cxstream.engine.config import EngineConfig, LearnConfig, Profile
 from cxstream.errors import ConfigError
 
 __all__ = ["INPUT_FAMILIES", "ProfileModel", "Settings"]
@@ -88,6 +88,12 @@ class Settings(BaseModel):
     max_future_seconds: float = Field(3600.0, ge=0)
     publish_grace_seconds: float = Field(0.25, ge=0, le=60)
     dedupe_ids: int = Field(16, ge=1, le=1024)
+    alert_budget_per_1k_week: float = Field(15.0, gt=0, lt=1000)
+    learn_horizon_days: float = Field(30.0, gt=0, le=365)
+    learn_window_weeks: int = Field(12, ge=1, le=104)
+    learn_min_churned: int = Field(20, ge=1)
+    learn_rows_per_week: int = Field(20_000, ge=100, le=1_000_000)
+    learn_delay_days: float = Field(1.0, ge=0, lt=7)
     metric_windows_seconds: tuple[int, ...] = Field((3600, 86400), min_length=1)
     rolling_windows_days: tuple[int, ...] = (7, 28)
     profile: ProfileModel = Field(default_factory=ProfileModel)  # type: ignore[valid-type]
@@ -164,6 +170,12 @@ class Settings(BaseModel):
             metric_windows_seconds=self.metric_windows_seconds,
             rolling_windows_days=self.rolling_windows_days,
             include_comments=self.include_comments,
+            learning=LearnConfig(
+                horizon_days=self.learn_horizon_days, window_weeks=self.learn_window_weeks,
+                min_churned=self.learn_min_churned,
+                budget_per_1k_week=self.alert_budget_per_1k_week,
+                rows_per_week=self.learn_rows_per_week,
+                effective_delay_days=self.learn_delay_days),
         )
 
     def to_env(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ from cxstream.engine.events import Event
 from cxstream.errors import CxStreamError
 from cxstream.sim.evaluate import Report, activity_drop_alerts, evaluate, no_login_alerts
 from cxstream.sim.files import EvaluationInputError, EventScan, parse_time, read_alerts, read_truth
+from cxstream.sim.simulator import WORLDS
 
 __all__ = ["add_parser", "format_table", "run_evaluate", "run_simulate"]
 
@@ -42,6 +43,10 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, required=True)
     p.add_argument("--days", type=int, required=True)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--world", choices=sorted(WORLDS), default="renewal",
+                   help="churn mechanism (default renewal): renewal (fade, cancel at the "
+                        "bill), anyday (fade, cancel any day), hazard (steady low "
+                        "participation, cancel any day), seats (seats drop out; holidays)")
     p.add_argument("--start", default="2026-01-01T00:00:00Z",
                    help="RFC 3339 start of day 0 (default 2026-01-01T00:00:00Z)")
     p.add_argument("--out", type=Path, default=None,
@@ -80,7 +85,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix(events=f"{events:,}", refresh=False)
 
-    sim = Simulation(args.customers, args.days, args.seed, start, on_day=on_day)
+    sim = Simulation(args.customers, args.days, args.seed, start, WORLDS[args.world],
+                     on_day=on_day)
     started = time.perf_counter()
     try:
         if args.publish:
@@ -132,8 +138,14 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``evaluate`` on the CLI's subparsers."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "evaluate", help="score alerts and baseline rules against a churn truth file")
-    p.add_argument("--events", type=Path, required=True, help="events, JSON Lines")
-    p.add_argument("--truth", type=Path, required=True, help="truth, JSON Lines")
+    p.add_argument("--events", type=Path, default=None, help="events, JSON Lines")
+    p.add_argument("--truth", type=Path, default=None, help="truth, JSON Lines")
+    p.add_argument("--worlds", default=None,
+                   help="instead of a file: simulate these worlds (comma-separated, or "
+                        "'all'), replay each with the settings and print them side by side")
+    p.add_argument("--seeds", default="1,2,3", help="with --worlds: seeds (default 1,2,3)")
+    p.add_argument("--customers", type=int, default=1000, help="with --worlds (default 1000)")
+    p.add_argument("--days", type=int, default=180, help="with --worlds (default 180)")
     p.add_argument("--alerts", type=Path, default=None,
                    help="alerts, JSON Lines (default: replay the events with the engine)")
     p.add_argument("--json", type=Path, default=None, dest="json_out",
@@ -152,6 +164,10 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` subcommand."""
+    if args.worlds is not None:
+        return _evaluate_worlds(args)
+    if args.events is None or args.truth is None:
+        raise EvaluationInputError("give --events and --truth, or --worlds")
     truth = read_truth(args.truth)
     if not truth:
         raise EvaluationInputError(f"{args.truth}: no customers")
@@ -203,6 +219,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.json_out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     print(f"evaluated {scan.lines:,} events, {len(truth):,} customers in "
           f"{time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _evaluate_worlds(args: argparse.Namespace) -> int:
+    from cxstream.devtools.worlds import compare_worlds, format_worlds
+
+    worlds = sorted(WORLDS) if args.worlds == "all" else [
+        w for w in args.worlds.split(",") if w]
+    unknown = sorted(set(worlds) - set(WORLDS))
+    if unknown:
+        raise CxStreamError(f"unknown worlds {unknown}; known: {sorted(WORLDS)}")
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("CXSTREAM_")}
+    if getattr(args, "config", None) is not None:
+        env["CXSTREAM_CONFIG"] = str(args.config)
+    started = time.perf_counter()
+    results = compare_worlds(worlds, seeds, args.customers, args.days, env,
+                             args.warmup_days)
+    print(format_worlds(results))
+    if args.json_out is not None:
+        args.json_out.write_bytes(orjson.dumps(
+            [{"world": r.world, "seed": r.seed, "engine": r.engine, "naive": r.naive,
+              "meets": r.meets} for r in results], option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"{len(results)} runs of {args.customers:,} customers x {args.days} days in "
+          f"{time.perf_counter() - started:.0f}s", file=sys.stderr)
     return 0
 
 

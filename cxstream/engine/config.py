@@ -13,14 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["ALERT_KINDS", "DAY_SECONDS", "EngineConfig", "Profile", "WEIGHT_NAMES"]
+__all__ = ["ALERT_KINDS", "DAY_SECONDS", "DEFAULT_ALERT_KINDS", "EngineConfig", "LearnConfig",
+           "Profile", "WEIGHT_NAMES"]
 
 DAY_SECONDS = 86_400.0
 WEIGHT_NAMES = ("inactivity", "decay", "email", "support", "feedback", "alive")
 ALERT_KINDS = (
-    "inactivity", "engagement_decay", "email_disengagement", "support_friction",
+    "churn_risk", "inactivity", "engagement_decay", "email_disengagement", "support_friction",
     "feedback", "at_risk", "score_drop", "participation", "renewal_risk",
 )
+# What a CS team receives with no configuration: the learned churn risk (with its
+# warm-up fallback). The other kinds stay signals (health topic, GET /customers/{id})
+# and can be routed with ``alert_kinds``.
+DEFAULT_ALERT_KINDS = ("churn_risk",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,7 @@ class Profile:
     score_drop_points: float = 25.0
     score_drop_days: int = 14
     cooldown_days: float = 7.0
+    churn_cooldown_days: float = 30.0  # after a churn_risk episode resolves
     max_raises_per_30d: int = 4
     # Renewal risk (cxstream/renewal.py): an established decline against the customer's
     # own baseline, raised in the weeks before the next renewal.
@@ -90,8 +96,8 @@ class Profile:
     w_support: float = 0.15
     w_feedback: float = 0.15
     w_alive: float = 0.10
-    # Which alert kinds this segment publishes (all by default).
-    alert_kinds: tuple[str, ...] = ALERT_KINDS
+    # Which alert kinds this segment publishes (the learned churn risk by default).
+    alert_kinds: tuple[str, ...] = DEFAULT_ALERT_KINDS
 
     def __post_init__(self) -> None:
         problems = []
@@ -129,6 +135,11 @@ class Profile:
             raise ValueError("; ".join(problems))
 
     @property
+    def kinds(self) -> frozenset[str]:
+        """The published kinds as a set (what the engine needs to observe)."""
+        return frozenset(self.alert_kinds)
+
+    @property
     def weights(self) -> dict[str, float]:
         """Score weights by input name."""
         return {name: getattr(self, f"w_{name}") for name in WEIGHT_NAMES}
@@ -141,6 +152,26 @@ class Profile:
     def knob_names(cls) -> tuple[str, ...]:
         """Every knob, for settings validation and docs."""
         return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True, slots=True)
+class LearnConfig:
+    """How the churn model learns; the defaults are documented in docs/configuration.md."""
+
+    horizon_days: float = 30.0
+    window_weeks: int = 12
+    min_churned: int = 20
+    budget_per_1k_week: float = 15.0
+    rows_per_week: int = 20_000
+    effective_delay_days: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.horizon_days <= 0 or self.window_weeks < 1 or self.min_churned < 1:
+            raise ValueError("need horizon_days > 0, window_weeks >= 1, min_churned >= 1")
+        if not 0 < self.budget_per_1k_week < 1000 or self.rows_per_week < 100:
+            raise ValueError("need 0 < budget_per_1k_week < 1000 and rows_per_week >= 100")
+        if not 0 <= self.effective_delay_days < 7:
+            raise ValueError("effective_delay_days must be within [0, 7)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +201,7 @@ class EngineConfig:
     metric_windows_seconds: tuple[int, ...] = (3_600, 86_400)
     rolling_windows_days: tuple[int, ...] = (7, 28)
     include_comments: bool = False
+    learning: LearnConfig = field(default_factory=LearnConfig)
 
     def __post_init__(self) -> None:
         if any(d < 2 for d in self.rolling_windows_days):
@@ -184,6 +216,12 @@ class EngineConfig:
             raise ValueError("dedupe_ids must be >= 1")
         if not self.metric_windows_seconds or min(self.metric_windows_seconds) <= 0:
             raise ValueError("metric_windows_seconds must be positive")
+
+    @property
+    def learns_churn(self) -> bool:
+        """Whether any profile alerts on the learned churn risk (decisions then wait for
+        the model version they need)."""
+        return any("churn_risk" in p.alert_kinds for p in (self.profile, *self.segments.values()))
 
     def profile_for(self, segment: str | None) -> Profile:
         """The segment's profile, or the default."""

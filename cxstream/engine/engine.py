@@ -18,18 +18,22 @@ import bisect
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cxstream.engine import episodes, measures, participation, signals
 from cxstream.engine.alerts import Alert
+from cxstream.engine.churn import ChurnModel
+from cxstream.engine.churn import observe as churn_observation
 from cxstream.engine.config import DAY_SECONDS, EngineConfig
 from cxstream.engine.events import Event
+from cxstream.engine.features import features, pack
+from cxstream.engine.learning import WEEK, Cancellation, LearningRow, Snapshot, boundary_after
 from cxstream.engine.metrics import MetricDelta
 from cxstream.engine.participation import ParticipationModel
 from cxstream.engine.scoring import HealthSnapshot, health
 from cxstream.engine.state import CustomerState
 
-__all__ = ["MAX_PENDING", "Decision", "Engine", "event_id_hash", "event_row"]
+__all__ = ["MAX_PENDING", "Decision", "Engine", "ModelSource", "event_id_hash", "event_row"]
 
 # Events held per customer until the watermark passes them. In steady state a
 # customer has a handful within the lateness; while one input topic's backlog
@@ -59,7 +63,9 @@ def event_row(event: Event, fingerprint: int, include_comments: bool = False) ->
     """
     a: object = None
     b: object = None
-    if event.type.startswith("ticket."):
+    if event.type == "login":
+        a = signals.seat_bit(event.user_id)
+    elif event.type.startswith("ticket."):
         a = event.ticket_id
         b = event.handle_seconds
     elif event.type == "survey.response":
@@ -78,6 +84,25 @@ class Decision:
     alerts: list[Alert] = field(default_factory=list)
     metrics: list[MetricDelta] = field(default_factory=list)
     duplicate: bool = False
+    rows: list[LearningRow] = field(default_factory=list)
+
+
+class ModelSource(Protocol):
+    """Where the churn model version in force at an event time comes from."""
+
+    def model_at(self, t: float) -> ChurnModel | None: ...
+
+
+class _Ctx:
+    """What one settling needs besides the state: the partition's participation model,
+    the churn model source, and the learning rows it produces."""
+
+    __slots__ = ("learner", "model", "rows")
+
+    def __init__(self, model: ParticipationModel | None, learner: ModelSource | None) -> None:
+        self.model = model
+        self.learner = learner
+        self.rows: list[LearningRow] = []
 
 
 class Engine:
@@ -92,14 +117,18 @@ class Engine:
 
     def apply(
         self, state: CustomerState | None, event: Event, watermark: float | None,
-        model: ParticipationModel | None = None,
+        model: ParticipationModel | None = None, learner: ModelSource | None = None,
     ) -> Decision:
         """Accept one (not late) event: dedupe, count, queue, and settle up to ``watermark``.
 
         ``model``: the partition's learned participation thresholds (see
         ``participation.py``); without one, participation is neither learned
-        nor alerted on.
+        nor alerted on. ``learner``: where churn models come from
+        (``learning.py``); with one, the customer's weekly feature snapshots and
+        cancellations are learning rows of the decision, and ``churn_risk`` uses
+        the version in force.
         """
+        ctx = _Ctx(model, learner)
         t = event.occurred_at
         st = state
         if st is None:
@@ -109,12 +138,19 @@ class Engine:
         fingerprint = event_id_hash(event.event_id)
         if fingerprint in st.recent_ids:
             return Decision(st, duplicate=True)
-        alerts, deltas = (self.advance(st, watermark, model) if watermark is not None
-                          else ([], []))
+        alerts: list[Alert] = []
+        deltas: list[MetricDelta] = []
+        if watermark is not None:
+            self._advance(st, watermark, alerts, deltas, ctx)
 
         st.recent_ids.append(fingerprint)
         if len(st.recent_ids) > self.config.dedupe_ids:
             del st.recent_ids[0]
+        if learner is not None and (st.churn_next is None
+                                    or st.churn_next == boundary_after(st.first_seen_at)):
+            # No snapshot taken yet: the first is due at the first week boundary after the
+            # earliest event, whichever event happened to arrive first.
+            st.churn_next = boundary_after(min(t, st.first_seen_at))
         if t < st.first_seen_at:
             st.first_seen_at = t
         if t > st.max_seen_at:
@@ -125,38 +161,49 @@ class Engine:
         bisect.insort(st.pending, event_row(event, fingerprint, self.config.include_comments))
         if len(st.pending) > MAX_PENDING:
             # A flood with no watermark progress: settle the oldest early to stay bounded.
-            self._settle_row(st, st.pending.pop(0), alerts, deltas, model)
-        return Decision(st, alerts, deltas)
+            self._settle_row(st, st.pending.pop(0), alerts, deltas, ctx)
+        return Decision(st, alerts, deltas, rows=ctx.rows)
 
     def advance(self, st: CustomerState, watermark: float,
-                model: ParticipationModel | None = None
+                model: ParticipationModel | None = None, learner: ModelSource | None = None,
+                rows: list[LearningRow] | None = None,
                 ) -> tuple[list[Alert], list[MetricDelta]]:
-        """Settle a customer up to ``watermark`` (idempotent): the alerts and metric deltas."""
+        """Settle a customer up to ``watermark`` (idempotent): the alerts and metric deltas
+        (learning rows, with a ``learner``, into ``rows``)."""
         alerts: list[Alert] = []
         deltas: list[MetricDelta] = []
+        ctx = _Ctx(model, learner)
+        self._advance(st, watermark, alerts, deltas, ctx)
+        if rows is not None:
+            rows.extend(ctx.rows)
+        return alerts, deltas
+
+    def _advance(self, st: CustomerState, watermark: float, alerts: list[Alert],
+                 deltas: list[MetricDelta], ctx: _Ctx) -> None:
         if st.settled_at is not None and watermark <= st.settled_at:
-            return alerts, deltas
+            return
         st.settled_at = watermark
         pending = st.pending
         # Strictly before the watermark: an event exactly at it may still arrive,
         # and is settled with its peers at the next advance, whatever the order.
         while pending and pending[0][0] < watermark:
-            self._settle_row(st, pending.pop(0), alerts, deltas, model)
-        self._run_deadlines(st, watermark, alerts, deltas, model)
-        return alerts, deltas
+            self._settle_row(st, pending.pop(0), alerts, deltas, ctx)
+        self._run_deadlines(st, watermark, alerts, deltas, ctx)
 
     def _settle_row(self, st: CustomerState, row: list[Any], alerts: list[Alert],
-                    deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
+                    deltas: list[MetricDelta], ctx: _Ctx) -> None:
         t = float(row[0])
-        self._run_deadlines(st, t, alerts, deltas, model)
+        self._run_deadlines(st, t, alerts, deltas, ctx)
         deltas.extend(measures.event_deltas(st, row, self.config))
         signals.apply_event(st, row, self._profile(st))
         if row[2] == _CANCELLED:
-            if model is not None:
-                self._label_snapshots(st, t, model, deltas, churned=True)
+            if ctx.model is not None:
+                self._label_snapshots(st, t, ctx.model, deltas, churned=True)
+            if ctx.learner is not None:
+                ctx.rows.append(Cancellation(st.customer_id, t))
             if st.episodes:
                 alerts.extend(episodes.close_all(st, t, st.score, self._profile(st)))
-        self._evaluate(st, t, alerts, deltas, model)
+        self._evaluate(st, t, alerts, deltas, ctx)
 
     def snapshot(self, st: CustomerState) -> HealthSnapshot:
         """The customer's health as of its last evaluation, with the inputs behind it."""
@@ -177,6 +224,8 @@ class Engine:
         """The time that, once the watermark is past it, ``advance`` decides at."""
         after = st.evaluated_at if st.evaluated_at is not None else -math.inf
         due = signals.next_deadline(st, self._profile(st), after)
+        if st.churn_next is not None and (due is None or st.churn_next < due):
+            due = st.churn_next
         if st.pending and (due is None or st.pending[0][0] < due):
             due = st.pending[0][0]
         return due
@@ -185,14 +234,25 @@ class Engine:
         return self.config.profile_for(st.segment)
 
     def _run_deadlines(self, st: CustomerState, until: float, alerts: list[Alert],
-                       deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
+                       deltas: list[MetricDelta], ctx: _Ctx) -> None:
         prof = self._profile(st)
         while True:
             after = st.evaluated_at if st.evaluated_at is not None else -math.inf
             deadline = signals.next_deadline(st, prof, after)
+            snap = st.churn_next
+            if snap is not None and snap < until and (deadline is None or snap <= deadline):
+                self._snapshot(st, snap, prof, ctx)  # before an evaluation at the same time
+                continue
             if deadline is None or deadline >= until:  # at ``until`` itself: the caller's turn
                 return
-            self._evaluate(st, deadline, alerts, deltas, model)
+            self._evaluate(st, deadline, alerts, deltas, ctx)
+
+    def _snapshot(self, st: CustomerState, t: float, prof: signals.Profile, ctx: _Ctx) -> None:
+        """The weekly learning snapshot at boundary ``t`` (none after a cancellation)."""
+        st.churn_next = t + WEEK
+        if ctx.learner is not None and st.cancelled_at is None:
+            ctx.rows.append(Snapshot(st.customer_id, t, st.segment,
+                                     pack(features(st, t, prof))))
 
     def _label_snapshots(self, st: CustomerState, t: float, model: ParticipationModel,
                          deltas: list[MetricDelta], churned: bool) -> None:
@@ -226,7 +286,8 @@ class Engine:
                                      "participation" in st.episodes)
 
     def _evaluate(self, st: CustomerState, t: float, alerts: list[Alert],
-                  deltas: list[MetricDelta], model: ParticipationModel | None) -> None:
+                  deltas: list[MetricDelta], ctx: _Ctx) -> None:
+        model = ctx.model
         prof = self._profile(st)
         weeks = signals.week_counts(st, t)
         inputs = signals.score_inputs(st, t, prof, weeks)
@@ -243,9 +304,13 @@ class Engine:
                 hist.append([day, score])
         while hist and hist[0][0] <= day - prof.score_drop_days:
             del hist[0]
-        observations = signals.observe(st, t, prof, score, inputs, weeks)
+        observations = signals.observe(st, t, prof, score, inputs, weeks, prof.kinds)
         observations["participation"] = (self._participation(st, t, model, deltas)
                                          if model is not None else participation.inactive())
+        if "churn_risk" in prof.alert_kinds:
+            observations["churn_risk"] = churn_observation(
+                st, t, prof, ctx.learner.model_at(t) if ctx.learner is not None else None,
+                observations["inactivity"])
         for kind in prof.alert_kinds:
             alert, suppressed = episodes.transition(st, kind, observations[kind], t, score, prof)
             if alert is not None:

@@ -17,9 +17,10 @@ from cxstream.engine.state import CustomerState, Episode
 __all__ = ["close_all", "transition"]
 
 _CAP_WINDOW = 30 * DAY_SECONDS
-# Kinds that limit themselves (renewal_risk: once per renewal cycle) are neither held back
+# Kinds that limit themselves (renewal_risk: once per renewal cycle; churn_risk: its alert
+# budget and a 30-day cooldown) are neither held back
 # by the cap nor counted in it, so the noisier kinds cannot crowd them out.
-_UNCAPPED = frozenset({"renewal_risk"})
+_UNCAPPED = frozenset({"renewal_risk", "churn_risk"})
 
 
 def transition(st: CustomerState, kind: str, obs: Observation, t: float, score: float | None,
@@ -53,7 +54,8 @@ def resolve(st: CustomerState, kind: str, t: float, score: float | None, prof: P
     """Close the open episode of ``kind`` and start its cooldown."""
     ep = st.episodes.pop(kind)
     ep.seq += 1
-    st.cooldown[kind] = t + prof.cooldown_days * DAY_SECONDS
+    days = prof.churn_cooldown_days if kind == "churn_risk" else prof.cooldown_days
+    st.cooldown[kind] = t + days * DAY_SECONDS
     if code == "subscription_cancelled":
         reason = Reason(code, None, None, "Subscription cancelled; episode closed.")
     else:

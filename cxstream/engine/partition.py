@@ -31,18 +31,19 @@ import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cxstream.engine.alerts import Alert
 from cxstream.engine.config import DAY_SECONDS
-from cxstream.engine.engine import Engine, event_id_hash
+from cxstream.engine.engine import Engine, ModelSource, event_id_hash
 from cxstream.engine.events import Event
+from cxstream.engine.learning import WEEK, LearningRow, Marker, boundary_after, boundary_at
 from cxstream.engine.metrics import MetricDelta
 from cxstream.engine.participation import ParticipationModel
 from cxstream.engine.scoring import HealthSnapshot
 from cxstream.engine.state import CustomerState, StateStore
 
-__all__ = ["Outcome", "PartitionProcessor", "StreamClock", "is_newer"]
+__all__ = ["Outcome", "PartitionProcessor", "StreamClock", "Versions", "is_newer"]
 
 # Held events are kept per bucket of publish time (at least 10 ms wide), at most
 # _MAX_HELD buckets: past that, they merge into half as many wider ones. A bucket
@@ -187,45 +188,71 @@ class Outcome:
     alerts: list[Alert] = field(default_factory=list)
     metrics: list[MetricDelta] = field(default_factory=list)
     health: list[HealthSnapshot] = field(default_factory=list)
+    rows: list[LearningRow] = field(default_factory=list)  # for the churn learner
     late: bool = False
     future: bool = False
     duplicate: bool = False
     new_customer: bool = False
 
 
-class PartitionProcessor:
-    """Applies a partition's events in arrival order and sweeps due customers."""
+class Versions(ModelSource, Protocol):
+    """The churn learner as a partition sees it: the version in force at a time, and
+    until when every version a decision needs is settled."""
 
-    __slots__ = ("_due", "_scheduled", "clock", "engine", "model", "store", "track_health")
+    def ready_until(self) -> float: ...
+
+
+class PartitionProcessor:
+    """Applies a partition's events in arrival order and sweeps due customers.
+
+    ``decided``: decisions are made for every event time strictly before it. It
+    follows the watermark, but never past ``learner.ready_until()`` when the
+    learned churn risk alerts: a decision waits for the model version it needs.
+    """
+
+    __slots__ = ("_due", "_scheduled", "clock", "customers", "decided", "engine", "learner",
+                 "model", "partition", "started", "store", "track_health")
 
     def __init__(self, engine: Engine, store: StateStore, clock: StreamClock,
-                 track_health: bool = True, model: ParticipationModel | None = None) -> None:
+                 track_health: bool = True, model: ParticipationModel | None = None,
+                 learner: Versions | None = None, partition: int = 0) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
         # What this partition's customers taught about participation and churn.
         self.model = model if model is not None else ParticipationModel()
+        self.learner = learner
+        self.partition = partition
         self.track_health = track_health  # the worker publishes health; replay reads it at the end
+        self.decided = clock.watermark
+        self.started = clock.watermark  # the first point decisions were made up to
+        self.customers = 0  # how many customers the store holds
         self._due: list[tuple[float, str]] = []
         self._scheduled: dict[str, float] = {}
 
     @classmethod
     def restore(cls, engine: Engine, store: StateStore, clock: StreamClock | None = None,
-                model: ParticipationModel | None = None) -> PartitionProcessor:
+                model: ParticipationModel | None = None, learner: Versions | None = None,
+                partition: int = 0) -> PartitionProcessor:
         """Rebuild the due heap from stored states, with the clock saved with them.
 
         Without a saved clock the watermark restarts at the highest point any
-        customer was settled to. Either way it is never ahead of where it was.
+        customer was settled to. Either way it is never ahead of where it was;
+        decisions resume where the customers were settled to.
         """
         lateness = engine.config.allowed_lateness_seconds
         floor = -math.inf
-        proc = cls(engine, store, clock or StreamClock(lateness), model=model)
+        proc = cls(engine, store, clock or StreamClock(lateness), model=model, learner=learner,
+                   partition=partition)
         for st in store.values():
             if st.settled_at is not None and st.settled_at > floor:
                 floor = st.settled_at
             proc._schedule(st.customer_id, engine.due_at(st))
+            proc.customers += 1
         if clock is None:
             proc.clock = StreamClock(lateness, floor=floor)
+        proc.decided = min(proc.clock.watermark, floor) if floor > -math.inf else floor
+        proc.started = proc.decided
         return proc
 
     def process(self, event: Event, source: str = "input", published_at: float | None = None,
@@ -243,7 +270,6 @@ class PartitionProcessor:
         """
         published = published_at
         reference = now if now is not None else published_at
-        wm = self.clock.watermark
         state = self.store.get(event.customer_id)
         # A repeat is a repeat even when it is also old: redelivery after a restart
         # must have no effect, not land in the dead-letter topic. A redelivered message
@@ -257,19 +283,29 @@ class PartitionProcessor:
         if (reference is not None
                 and event.occurred_at > reference + self.engine.config.max_future_seconds):
             return Outcome(future=True)
-        if event.occurred_at < wm:
+        if event.occurred_at < self.clock.watermark:
             return Outcome(late=True)
-        decision = self.engine.apply(state, event, wm if wm > -math.inf else None, self.model)
+        decided = self.decided
+        decision = self.engine.apply(state, event, decided if decided > -math.inf else None,
+                                     self.model, self.learner)
         if decision.duplicate:
             return self.repeat(source, published)
         if position is not None:
             decision.state.positions[source] = position
-        out = Outcome(decision.alerts, decision.metrics, new_customer=state is None)
+        out = Outcome(decision.alerts, decision.metrics, rows=decision.rows,
+                      new_customer=state is None)
+        if state is None:
+            if self.customers == 0 and self.learner is not None:
+                # The first customer: this partition now holds versions back (it may have
+                # said it was empty); before this event's week it had nothing to settle.
+                out.rows.insert(0, Marker(self.partition, boundary_at(event.occurred_at)))
+            self.customers += 1
         self._note_health(decision.state, out.health)
         self.store.put(decision.state)
         self._schedule(event.customer_id, self.engine.due_at(decision.state))
         self.clock.observe(source, published, event.occurred_at)
-        self._advance(wm, self.clock.advance(), out)
+        self.clock.advance()
+        self._catch_up(out)
         return out
 
     def idle(self, source: str, published_before: float) -> None:
@@ -278,24 +314,56 @@ class PartitionProcessor:
         self.clock.idle(source, published_before)
 
     def advance(self) -> Outcome:
-        """Count whatever the inputs' frontiers release, and sweep up to the new watermark."""
+        """Count whatever the inputs' frontiers release (and whatever model versions
+        arrived allow), and decide up to there."""
         out = Outcome()
-        wm = self.clock.watermark
-        self._advance(wm, self.clock.advance(), out)
+        self.clock.advance()
+        self._catch_up(out)
         return out
 
-    def _advance(self, wm: float, new_wm: float, out: Outcome) -> None:
-        """Sweep from watermark ``wm`` to ``new_wm``, a day at a time: every outcome of a
-        day is learned before any decision of the next (participation.py), whatever
-        the arrival order."""
-        if new_wm <= wm:
+    @property
+    def waiting(self) -> bool:
+        """Whether decisions wait for a churn model version (the watermark is further)."""
+        return self.decided < self.clock.watermark
+
+    def _cap(self) -> float:
+        if self.learner is None or not self.engine.config.learns_churn:
+            return math.inf
+        cap = self.learner.ready_until()
+        if cap == math.inf and self.started > -math.inf:
+            # Nothing reported anywhere yet: no version is needed before a horizon has
+            # passed since this partition's start.
+            horizon = self.engine.config.learning.horizon_days * DAY_SECONDS
+            cap = boundary_after(self.started) + horizon
+        return cap
+
+    def _catch_up(self, out: Outcome) -> None:
+        """Decide from ``decided`` up to the watermark (or the learner's cap), a day at a
+        time: every outcome of a day is learned before any decision of the next
+        (participation.py), whatever the arrival order. Passing a week boundary is
+        reported to the learner (``Marker``)."""
+        old = self.decided
+        new = min(self.clock.watermark, self._cap())
+        if new <= old:
             return
-        if wm > -math.inf:
-            day_end = (wm // DAY_SECONDS + 1) * DAY_SECONDS
-            while day_end < new_wm:
+        if old > -math.inf:
+            day_end = (old // DAY_SECONDS + 1) * DAY_SECONDS
+            while day_end < new:
                 self.sweep(day_end, out)
                 day_end += DAY_SECONDS
-        self.sweep(new_wm, out)
+        self.sweep(new, out)
+        self.decided = new
+        if self.started == -math.inf:
+            self.started = new
+        if self.learner is not None:
+            last = boundary_at(math.nextafter(new, -math.inf))  # settled strictly before new
+            first = last if old == -math.inf else boundary_at(old)
+            if first < old:
+                first += WEEK
+            b = first
+            while b <= last:
+                out.rows.append(Marker(self.partition, b))
+                b += WEEK
 
     def repeat(self, source: str, published_at: float | None,
                occurred_at: float = -math.inf) -> Outcome:
@@ -304,22 +372,20 @@ class PartitionProcessor:
         but repeats, and must still move on. ``occurred_at``: the event time it counted
         with the first time, when it is the same record delivered again."""
         out = Outcome(duplicate=True)
-        wm = self.clock.watermark
         self.clock.observe(source, published_at, occurred_at)
-        self._advance(wm, self.clock.advance(), out)
+        self.clock.advance()
+        self._catch_up(out)
         return out
 
     def settle(self, until: float) -> Outcome:
         """Decide everything due strictly before ``until`` (end of input: no more events
-        will come). Moves the watermark there if it is behind."""
-        out = Outcome()
-        wm = self.clock.watermark
-        if until > wm:
+        will come), as far as the learner allows. Moves the watermark there if it is
+        behind."""
+        if until > self.clock.watermark:
             self.clock.watermark = until
             self.clock.stream_time = max(self.clock.stream_time,
                                          until + self.engine.config.allowed_lateness_seconds)
-            self._advance(wm, until, out)
-        return out
+        return self.advance()
 
     def reinstate(self, states: list[CustomerState]) -> list[CustomerState]:
         """Put back states recorded after an earlier processing of a message.
@@ -361,7 +427,8 @@ class PartitionProcessor:
             if real is None or real >= watermark:
                 self._schedule(customer_id, real)  # activity moved it on; no write needed
                 continue
-            found, deltas = self.engine.advance(st, watermark, self.model)
+            found, deltas = self.engine.advance(st, watermark, self.model, self.learner,
+                                                out.rows)
             alerts.extend(found)
             out.metrics.extend(deltas)
             self._note_health(st, out.health)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from cxstream.engine.alerts import Alert
 from cxstream.engine.engine import Engine
 from cxstream.engine.events import Event
+from cxstream.engine.learning import Empty, Fit, Learner
 from cxstream.engine.metrics import MetricBook
 from cxstream.engine.partition import Outcome, PartitionProcessor, StreamClock
 from cxstream.engine.scoring import HealthSnapshot
@@ -54,10 +55,13 @@ class Replayer:
         partitions: int = 1,
         partition_of: Callable[[str], int] | None = None,
         now: float | None = None,
+        fit: Fit | None = None,
     ) -> None:
         """:param now: the publish time of every event (the replay's wall clock): an
             event dated more than ``max_future_seconds`` after it is refused as
-            ``future``. Without it, no event is in the future."""
+            ``future``. Without it, no event is in the future.
+        :param fit: trains churn model versions (``cxstream.learn.fit.logistic_fit``);
+            without it the learned churn risk stays in warm-up."""
         if partitions < 1:
             raise ValueError("partitions must be >= 1")
         if partitions > 1 and partition_of is None:
@@ -65,9 +69,11 @@ class Replayer:
         self.partition_of = partition_of or (lambda _customer_id: 0)
         self.stores = [DictStore() for _ in range(partitions)]
         lateness = engine.config.allowed_lateness_seconds
+        self.learner = Learner(partitions, fit, engine.config.learning)
         self.processors = [
-            PartitionProcessor(engine, store, StreamClock(lateness), track_health=False)
-            for store in self.stores
+            PartitionProcessor(engine, store, StreamClock(lateness), track_health=False,
+                               learner=self.learner, partition=i)
+            for i, store in enumerate(self.stores)
         ]
         self.now = now
         self.last_event_at = -math.inf
@@ -77,8 +83,8 @@ class Replayer:
         """Process one event; returns the alerts it decided."""
         res = self.result
         res.events += 1
-        out = self.processors[self.partition_of(event.customer_id)].process(
-            event, now=self.now)
+        partition = self.partition_of(event.customer_id)
+        out = self.processors[partition].process(event, now=self.now)
         if out.future:
             res.future += 1
             res.future_events.append(event)
@@ -91,15 +97,43 @@ class Replayer:
             self.last_event_at = event.occurred_at
         if out.duplicate:
             res.duplicates += 1
-            return []
-        res.applied += 1
-        return self._take(out)
+        else:
+            res.applied += 1
+        return self._take(out, partition)
 
-    def _take(self, out: Outcome) -> list[Alert]:
+    def _take(self, out: Outcome, partition: int) -> list[Alert]:
         for delta in out.metrics:
             self.result.metrics.add(delta)
         self.result.alerts.extend(out.alerts)
-        return out.alerts
+        alerts = out.alerts
+        if out.rows:
+            self.learner.add(out.rows, partition)
+            alerts = alerts + self._learn()
+        return alerts
+
+    def _learn(self) -> list[Alert]:
+        """Train every version the partitions allow, and let the partitions that waited
+        for one decide on; repeat while that lets more versions train. A partition
+        without customers holds nothing back (in event-time order, it has none
+        before the versions that others wait for)."""
+        alerts: list[Alert] = []
+        for i, proc in enumerate(self.processors):
+            if proc.customers == 0:
+                self.learner.add([Empty(i)], i)
+        while self.learner.train_ready():
+            for i, proc in enumerate(self.processors):
+                if proc.waiting:
+                    out = proc.advance()
+                    self._record(out, i)
+                    alerts.extend(out.alerts)
+        return alerts
+
+    def _record(self, out: Outcome, partition: int) -> None:
+        for delta in out.metrics:
+            self.result.metrics.add(delta)
+        self.result.alerts.extend(out.alerts)
+        if out.rows:
+            self.learner.add(out.rows, partition)
 
     def settle(self) -> list[Alert]:
         """End of input: decide everything due up to the last event time, in every
@@ -109,8 +143,8 @@ class Replayer:
             return []
         until = math.nextafter(self.last_event_at, math.inf)  # the last event itself too
         alerts: list[Alert] = []
-        for proc in self.processors:
-            alerts.extend(self._take(proc.settle(until)))
+        for i, proc in enumerate(self.processors):
+            alerts.extend(self._take(proc.settle(until), i))
         self.result.settled_to = self.last_event_at
         self.result.settled_alerts += len(alerts)
         return alerts

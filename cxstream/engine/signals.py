@@ -11,6 +11,7 @@ escalation, a ticket going overdue), so the engine can evaluate exactly then.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any, Final
@@ -23,12 +24,16 @@ from cxstream.engine.state import RING_DAYS, CustomerState
 
 __all__ = [
     "KINDS",
+    "SEAT_WEEKS",
     "TYPE_CODE",
+    "WEEK_SECONDS",
     "Observation",
     "apply_event",
     "next_deadline",
+    "note_seat",
     "observe",
     "p_alive",
+    "seat_bit",
 ]
 
 TYPE_CODE: Final[dict[str, int]] = {t: i for i, t in enumerate(EVENT_TYPES)}
@@ -37,6 +42,10 @@ _ACTIVITY_CODES: Final[frozenset[int]] = frozenset(TYPE_CODE[t] for t in ACTIVIT
 KINDS: Final[tuple[str, ...]] = ALERT_KINDS
 _SURVEYS: Final[tuple[str, ...]] = ("nps", "csat", "ces")
 _CAP = 8  # longest list of times/tickets kept per customer
+_INACTIVITY_ONLY: Final = frozenset({"inactivity", "churn_risk", "participation"})
+WEEK_SECONDS: Final = 7 * DAY_SECONDS
+SEAT_WEEKS: Final = 5  # seat masks kept: this week and the four before it
+_SEAT_BITS: Final = 64  # one bit per user (hashed), per week
 _EMAIL_HALF_LIFE_DAYS = 30.0
 _GAP_EWM_ALPHA = 0.3
 _LOGIN, _EMAIL, _TICKET = 0, 1, 2
@@ -135,6 +144,8 @@ def apply_event(st: CustomerState, row: list[Any], prof: Profile) -> None:
     if code in _ACTIVITY_CODES:
         _note_activity(st, t)
         _ring_add(st, t, _LOGIN if kind == "login" else _EMAIL, prof)
+        if kind == "login":
+            note_seat(st, t, a if a is not None else 0)
     if kind.startswith("email."):
         _decay_email(st, t)
         if kind == "email.sent":
@@ -166,6 +177,26 @@ def apply_event(st: CustomerState, row: list[Any], prof: Profile) -> None:
         st.cancelled_at = None
         if kind != "subscription.trial_started":
             st.renewed_at = t
+
+
+def seat_bit(user_id: str | None) -> int:
+    """Which bit of a week's seat mask a user sets (one bit for an account without users)."""
+    if not user_id:
+        return 0
+    return hashlib.blake2b(user_id.encode(), digest_size=2).digest()[0] % _SEAT_BITS
+
+
+def note_seat(st: CustomerState, t: float, bit: int) -> None:
+    """Mark user ``bit`` active in the week of ``t`` (weeks older than the masks are dropped)."""
+    week = int(t // WEEK_SECONDS)
+    masks = st.seat_masks
+    if st.seat_week is None or week > st.seat_week:
+        shift = SEAT_WEEKS if st.seat_week is None else min(SEAT_WEEKS, week - st.seat_week)
+        masks[:] = ([0] * shift + masks)[:SEAT_WEEKS] if masks else [0] * SEAT_WEEKS
+        st.seat_week = week
+    back = st.seat_week - week
+    if back < SEAT_WEEKS:
+        masks[back] |= 1 << bit
 
 
 def _note_activity(st: CustomerState, t: float) -> None:
@@ -365,11 +396,14 @@ def _support_reasons(st: CustomerState, t: float, prof: Profile, weeks: Weeks) -
 
 
 def observe(st: CustomerState, t: float, prof: Profile, score: float,
-            inputs: Inputs, weeks: Weeks | None = None
+            inputs: Inputs, weeks: Weeks | None = None,
+            kinds: frozenset[str] | None = None,
             ) -> dict[str, Observation]:
-    """Each alert kind's condition at event time ``t``."""
+    """Each alert kind's condition at event time ``t`` (only ``kinds``, if given; the
+    inactivity rule always, the learned churn risk falls back on it)."""
     weeks = weeks if weeks is not None else week_counts(st, t)
     obs: dict[str, Observation] = {}
+    want = frozenset(KINDS) if kinds is None else kinds
     open_ = st.episodes
     last, since_what = _last_active(st)
     since = _days(t - last)
@@ -381,6 +415,8 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
                         f"No login or email open for {since:.1f} days; this customer's line "
                         f"is {line:.1f} days ({since_what} {rfc3339(last)})."),),
     )
+    if want <= _INACTIVITY_ONLY:
+        return obs
     (recent, e_recent, _), (base, e_base, _) = weeks
     drop = _drop_pct(recent + e_recent, base + e_base)
     enough = base + e_base >= prof.decay_min_baseline
@@ -404,10 +440,12 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
                             f"is {streak_line:g})."))
     obs["email_disengagement"] = Observation(
         bool(email), "critical" if len(email) > 1 else "warning", tuple(email))
-    friction = _support_reasons(st, t, prof, weeks)
-    obs["support_friction"] = Observation(
-        bool(friction), "critical" if len(friction) > 1 else "warning", tuple(friction))
-    obs["feedback"] = _feedback_observation(st, prof)
+    if "support_friction" in want:
+        friction = _support_reasons(st, t, prof, weeks)
+        obs["support_friction"] = Observation(
+            bool(friction), "critical" if len(friction) > 1 else "warning", tuple(friction))
+    if "feedback" in want:
+        obs["feedback"] = _feedback_observation(st, prof)
     band = prof.at_risk_exit if "at_risk" in open_ else prof.at_risk_enter
     def at_risk_reasons() -> tuple[Reason, ...]:
         top = sorted(inputs.items(), key=lambda kv: -kv[1][0])[:3]
@@ -419,7 +457,8 @@ def observe(st: CustomerState, t: float, prof: Profile, score: float,
     obs["at_risk"] = Observation(
         score < band, "critical" if score < prof.at_risk_critical else "warning",
         at_risk_reasons)
-    obs["renewal_risk"] = _renewal_observation(st, t, prof)
+    if "renewal_risk" in want:
+        obs["renewal_risk"] = _renewal_observation(st, t, prof)
     peak = max((s for _, s in st.score_hist), default=score)
     fall = peak - score
     drop_line = prof.score_drop_points / 2 if "score_drop" in open_ else prof.score_drop_points
@@ -486,5 +525,10 @@ def next_deadline(st: CustomerState, prof: Profile, after: float) -> float | Non
         due = renewal.next_deadline(st, prof, after, "renewal_risk" in st.episodes)
         if due is not None:
             candidates.append(due)
+    if "churn_risk" in prof.alert_kinds and st.cancelled_at is None:
+        # The learned risk moves with time alone (days since activity): once a day, from
+        # the day after the customer's first event on.
+        candidates.append((math.floor(max(after, st.first_seen_at) / DAY_SECONDS) + 1)
+                          * DAY_SECONDS)
     future = [c for c in candidates if c > after]
     return min(future) if future else None

@@ -88,6 +88,11 @@ class CustomerState:
     # subscription
     cancelled_at: float | None = None
     renewed_at: float | None = None  # last subscription.renewed or converted
+    # distinct active users: one 64-bit mask per week (newest first), the newest's week
+    seat_masks: list[int] = field(default_factory=list)
+    seat_week: int | None = None
+    # churn features: when the next weekly snapshot for the learned model is due
+    churn_next: float | None = None
     # participation snapshots awaiting their outcome: [taken at, active days of 28]
     part_snaps: list[list[float]] = field(default_factory=list)
     part_next: float | None = None  # when the next snapshot is due
@@ -119,6 +124,8 @@ class CustomerState:
         out.append(_b64(b"".join(bytes((min(a, 255), min(b, 255), min(c, 255)))
                                  for a, b, c in self.ring)))
         out.append(_b64(b"".join(x.to_bytes(_ID_BYTES, "big") for x in self.recent_ids)))
+        out.append(_b64(b"".join(m.to_bytes(8, "big") for m in self.seat_masks)))
+        out.append(_pack_days(self.score_hist))
         out.append(ids)
         out.append([[index[k], *v] for k, v in self.tickets.items()])
         # An open ticket's time is usually its opening time, already in ``tickets``.
@@ -134,7 +141,7 @@ class CustomerState:
                              f"{WIRE_VERSION} (a table from an older cxstream? reset its data)")
         n = len(_FIELDS)
         st = cls(**{f.name: v for f, v in zip(_FIELDS, w[1:n + 1], strict=True)})
-        episodes, counted, ring, recent, ids, tickets, open_tickets = w[n + 1:]
+        episodes, counted, ring, recent, seats, hist, ids, tickets, open_tickets = w[n + 1:]
         st.episodes = {k: Episode(v[0], v[1], v[2]) for k, v in episodes.items()}
         st.counted = {int(k): float(v) for k, v in counted}
         raw = base64.b64decode(ring)
@@ -142,6 +149,9 @@ class CustomerState:
         raw = base64.b64decode(recent)
         st.recent_ids = [int.from_bytes(raw[i:i + _ID_BYTES], "big")
                          for i in range(0, len(raw), _ID_BYTES)]
+        raw = base64.b64decode(seats)
+        st.seat_masks = [int.from_bytes(raw[i:i + 8], "big") for i in range(0, len(raw), 8)]
+        st.score_hist = _unpack_days(hist)
         st.tickets = {ids[i]: rec for i, *rec in tickets}
         st.open_tickets = {ids[row[0]]: row[1] if len(row) > 1 else st.tickets[ids[row[0]]][0]
                            for row in open_tickets}
@@ -150,6 +160,24 @@ class CustomerState:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
+
+
+def _pack_days(rows: list[list[float]]) -> list[Any]:
+    """``[[day, value], ...]`` (days ascending) as ``[first day, [value or null, ...]]``."""
+    if not rows:
+        return []
+    first = int(rows[0][0])
+    values: list[float | None] = [None] * (int(rows[-1][0]) - first + 1)
+    for day, value in rows:
+        values[int(day) - first] = value
+    return [first, values]
+
+
+def _unpack_days(packed: list[Any]) -> list[list[float]]:
+    if not packed:
+        return []
+    first, values = packed
+    return [[first + i, v] for i, v in enumerate(values) if v is not None]
 
 
 class StateStore(Protocol):
@@ -183,7 +211,8 @@ class DictStore:
         return len(self.data)
 
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 _ID_BYTES = 6  # event id fingerprints are 48-bit (engine.event_id_hash)
-_PACKED = ("episodes", "counted", "ring", "recent_ids", "tickets", "open_tickets")
+_PACKED = ("episodes", "counted", "ring", "recent_ids", "seat_masks", "score_hist", "tickets",
+           "open_tickets")
 _FIELDS = tuple(f for f in fields(CustomerState) if f.name not in _PACKED)

@@ -93,6 +93,14 @@ class SimConfig:
     decay_days: tuple[int, int] = (21, 56)  # gradual disengagement before cancelling
     survey_response_rate: float = 0.3
     nps_every_days: int = 90
+    # The churn mechanism (``WORLDS``): when a fading customer cancels ("renewal": at
+    # the next bill; "anyday": a few days after stopping), what sets the hazard
+    # ("satisfaction"; "level": the customer's steady participation, with no fading
+    # first), and how a fading account fades ("usage": every seat uses it less;
+    # "seats": seats drop out one by one, the rest as busy as before).
+    cancel_timing: str = "renewal"
+    hazard: str = "satisfaction"
+    fading: str = "usage"
 
     def __post_init__(self) -> None:
         total = sum(s.share for s in self.segments)
@@ -100,6 +108,37 @@ class SimConfig:
             raise ValueError(f"segment shares must sum to 1, got {total}")
         if not 0.0 <= self.trial_share <= 1.0:
             raise ValueError("trial_share must be within 0..1")
+        if (self.cancel_timing not in ("renewal", "anyday")
+                or self.hazard not in ("satisfaction", "level")
+                or self.fading not in ("usage", "seats")):
+            raise ValueError("cancel_timing: renewal|anyday, hazard: satisfaction|level, "
+                             "fading: usage|seats")
+
+
+# Seat-heavy accounts for the seat-contraction world: teams, not individuals.
+SEAT_SEGMENTS: Final[tuple[SegmentProfile, ...]] = (
+    SegmentProfile("team", 0.55, (3, 10), 0.25, 0.35, 29.0, 2, 0.02, 0.6, 0.8, 0.7, 0.35,
+                   0.6, False),
+    SegmentProfile("business", 0.35, (8, 25), 0.25, 0.25, 45.0, 3, 0.012, 0.9, 0.5, 1.8,
+                   0.6, 0.7, False),
+    SegmentProfile("enterprise", 0.10, (20, 60), 0.2, 0.15, 59.0, 3, 0.006, 1.2, 0.3, 4.0,
+                   1.0, 0.75, True),
+)
+
+# Four churn mechanisms that differ in kind; ``cxstream simulate --world NAME``.
+WORLDS: Final[dict[str, SimConfig]] = {
+    # Fading customers stop using the product, then cancel when the next bill comes.
+    "renewal": SimConfig(),
+    # Fading, then cancelling any day: no bill to time the alert to.
+    "anyday": SimConfig(cancel_timing="anyday"),
+    # Stationary risk: the steady level of participation sets the cancel hazard; customers
+    # cancel on any day without fading first (a low, flat user is the risk).
+    "hazard": SimConfig(hazard="level", gradual_share=0.0, cancel_timing="anyday"),
+    # Multi-seat accounts shed seats before they leave; company holidays (several a year)
+    # look like inactivity and are not churn.
+    "seats": SimConfig(segments=SEAT_SEGMENTS, fading="seats", cancel_timing="anyday",
+                       lulls_per_year=3.0, lull_days=(5, 16)),
+}
 
 
 # Lifecycle phases.
@@ -416,8 +455,10 @@ class Simulation:
         ):
             self._emit(self._business_time(c, day_start), idx, _RENEWED, self._mrr(c, prof))
 
-        # How present the customer is today: logins (m) and email opens (mo).
+        # How present the customer is today: logins (m) and email opens (mo), and which
+        # of its seats log in.
         in_crisis = d < c.crisis_until
+        seats_active = c.seats
         if phase == _ACTIVE:
             m = 0.04 if c.flags & _DORMANT else 1.0
             mo = 0.3 if c.flags & _DORMANT else 1.0
@@ -431,7 +472,14 @@ class Simulation:
                 m = max(0.03, math.exp(-age / 3.0))
             mo = max(m, 0.5)
         elif phase == _DECAY:
-            if age >= c.span:  # disengaged; the cancellation is still to come
+            if cfg.fading == "seats":
+                # Seats drop out one by one; whoever is left works as before, and the
+                # last one (the admin) stays until the cancellation.
+                left = math.exp(-3.0 * min(age, c.span) / c.span)
+                seats_active = max(1, math.ceil(c.seats * left))
+                m = seats_active / c.seats
+                mo = m**0.5
+            elif age >= c.span:  # disengaged; the cancellation is still to come
                 m, mo = 0.0, 0.04
             else:
                 m = math.exp(-4.0 * age / c.span)
@@ -457,8 +505,12 @@ class Simulation:
                 if rnd() < p:
                     self._start_decay(c, prof, d, _CRISIS, (10, 35), 10)
             elif not in_crisis:
-                h_cancel = (prof.churn_per_month / 30.0 * math.exp(4.0 * (0.75 - s))
-                            / _SAT_HAZARD_NORM)
+                if cfg.hazard == "level":
+                    # eng ~ lognormal(0, 0.6): eng**-1.5 averages exp(0.405) ~ 1.5
+                    h_cancel = prof.churn_per_month / 30.0 * c.eng ** -1.5 / 1.5
+                else:
+                    h_cancel = (prof.churn_per_month / 30.0 * math.exp(4.0 * (0.75 - s))
+                                / _SAT_HAZARD_NORM)
                 if c.flags & _DORMANT:
                     h_cancel *= 2.0
                 if c.flags & _LOW_FIT:
@@ -504,7 +556,7 @@ class Simulation:
                 t = day_start + ((hour - c.tz) * 3600.0) % DAY_SECONDS
                 if t >= cancel_at:
                     continue
-                seat = int(c.seats * rnd() ** 1.7)
+                seat = int(seats_active * rnd() ** 1.7)
                 u = rnd()
                 api = 0.2 if prof.annual else 0.06
                 channel = 2 if u < api else 1 if u < api + 0.22 else 0
@@ -552,9 +604,10 @@ class Simulation:
 
     def _tail(self, c: _Customer, prof: SegmentProfile, stop: int, max_tail: int) -> int:
         """Days between having stopped and cancelling: most cancel before the next monthly
-        renewal (when the bill reminds them), capped at ``max_tail``."""
-        if prof.annual:
-            return self._rng.randint(0, max_tail)
+        renewal (when the bill reminds them), capped at ``max_tail``; in an "anyday"
+        world, within a third of it, whenever."""
+        if prof.annual or self.config.cancel_timing == "anyday":
+            return self._rng.randint(0, max_tail if prof.annual else max_tail // 3)
         return min(max_tail, (c.renew - stop) % 30)
 
     def _business_time(self, c: _Customer, day_start: float) -> float:

@@ -25,11 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from cxstream.agents.app import Service, create_app
 from cxstream.agents.backlog import Backlog
+from cxstream.engine.config import ALERT_KINDS
 from cxstream.engine.events import Event
 from cxstream.engine.state import CustomerState
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 
+RULE_KINDS = tuple(k for k in ALERT_KINDS if k != "churn_risk")
 # Where put() waits for the agent; a crashed or stuck agent fails the test instead of hanging.
 PUT_TIMEOUT_S = 5.0
 
@@ -70,6 +72,8 @@ def settings_factory(tmp_path: Path) -> Any:
             "data_dir": tmp_path,
             "kafka_bootstrap": "127.0.0.1:9",  # discard port: nothing listens there
             "publish_grace_seconds": 0.0,
+            # The rule-based kinds these tests were written for; churn_risk has its own.
+            "profile": {"alert_kinds": list(RULE_KINDS)},
         }
         values.update(overrides)
         return Settings(**values)

@@ -13,11 +13,12 @@ from cxstream.agents.app import Service
 from cxstream.agents.backlog import Backlog
 from cxstream.agents.scoring import DELTA_SOURCE_HEADER, outbox_key
 from cxstream.engine.state import CustomerState
-from tests.agents.conftest import Harness, output_topics
+from tests.agents.conftest import RULE_KINDS, Harness, output_topics
 from tests.factories import at, login
 
 LINE_DAYS = 14.0
-FIXED_LINE = {"profile": {"inactivity_min_days": LINE_DAYS, "inactivity_max_days": LINE_DAYS}}
+FIXED_LINE = {"profile": {"inactivity_min_days": LINE_DAYS, "inactivity_max_days": LINE_DAYS,
+                          "alert_kinds": list(RULE_KINDS)}}
 
 
 def lose_outputs(service: Service) -> None:

@@ -19,7 +19,7 @@ from cxstream.engine.metrics import MetricDelta
 from cxstream.engine.replayer import Replayer
 from cxstream.schemas.events import MAX_EVENT_BYTES, event_to_json
 from cxstream.schemas.export import DEFAULT_DIR
-from tests.agents.conftest import Harness
+from tests.agents.conftest import RULE_KINDS, Harness
 from tests.factories import at, event, login, opened, sent, ticket
 
 ALERT_SCHEMA = json.loads((DEFAULT_DIR / "alert.schema.json").read_text())
@@ -249,7 +249,8 @@ async def test_an_event_within_the_allowed_lateness_is_accepted(
 # A fixed inactivity line (the engine personalises it from each customer's usual gap
 # between active days; pinning min = max makes the story read "silent for 14 days").
 LINE_DAYS = 14.0
-FIXED_LINE = {"profile": {"inactivity_min_days": LINE_DAYS, "inactivity_max_days": LINE_DAYS}}
+FIXED_LINE = {"profile": {"inactivity_min_days": LINE_DAYS, "inactivity_max_days": LINE_DAYS,
+                          "alert_kinds": list(RULE_KINDS)}}
 
 
 Sent = list[tuple[bytes | None, dict[str, Any]]]

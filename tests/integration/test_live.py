@@ -28,6 +28,7 @@ import pytest
 
 from cxstream.agents.publisher import EventPublisher
 from cxstream.devtools.broker import BrokerStatus
+from cxstream.engine.config import ALERT_KINDS
 from cxstream.engine.events import Event
 from cxstream.replay import replay_file
 from cxstream.schemas.events import event_to_json
@@ -166,9 +167,12 @@ def live_settings(broker: BrokerStatus, tmp_path: Path) -> Settings:
 def test_real_time_stream_with_a_producer_behind_loses_nothing_and_equals_replay(
     broker: BrokerStatus, tmp_path: Path
 ) -> None:
-    # Lateness 10 s, the tickets producer 3 s behind the others: within it.
+    # Lateness 10 s, the tickets producer 3 s behind the others: within it. Every rule
+    # kind, so that 40 s of event time decide something (feedback, support friction).
     settings = fresh_settings(broker.bootstrap, tmp_path, topic_partitions=PARTITIONS,
-                              allowed_lateness_seconds=10.0)
+                              allowed_lateness_seconds=10.0,
+                              profile={"alert_kinds": [k for k in ALERT_KINDS
+                                                       if k != "churn_risk"]})
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         worker.wait_ready()
@@ -272,6 +276,36 @@ def test_a_worker_killed_and_restarted_mid_stream_loses_nothing_and_equals_repla
         counts = assert_worker_equals_replay(settings, write(tmp_path / "rs.jsonl", events),
                                              workers)
         assert counts["alerts"] > 50
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def test_two_workers_learn_the_same_churn_model_versions_replay_learns(
+    broker: BrokerStatus, tmp_path: Path
+) -> None:
+    """The learned churn risk, pooled over every partition and both workers: the alerts
+    (which name the model version, its snapshot and churn counts and the drivers) equal
+    replay's, so every version was trained from the same rows in the worker and in
+    replay. A small base, so versions come early: 5 churned snapshots, a wide budget."""
+    settings = fresh_settings(broker.bootstrap, tmp_path, topic_partitions=PARTITIONS,
+                              allowed_lateness_seconds=3600.0, learn_min_churned=5,
+                              alert_budget_per_1k_week=60.0)
+    second = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / "b"})
+    workers = [WorkerProcess(settings, tmp_path / "a.log"),
+               WorkerProcess(second, tmp_path / "b.log")]
+    try:
+        for w in workers:
+            w.wait_ready()
+        start = float(int(time.time() // DAY - 100) * DAY)
+        events = simulated(200, 90, seed=3, start=start)
+        run(publish_on_schedule(settings, accelerated_plan(events, 0.15)))
+        events_file = write(tmp_path / "learn.jsonl", events)
+        replayed = replay_file(settings, events_file, settle=False)
+        learned = [a for a in replayed.alerts
+                   if a.reasons and a.reasons[0].code == "churn_probability"]
+        assert learned, "no alert came from a learned model version"
+        assert_worker_equals_replay(settings, events_file, workers)
     finally:
         for w in workers:
             w.stop()

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from cxstream.engine.alerts import Alert
-from cxstream.engine.config import EngineConfig, Profile
+from cxstream.engine.config import ALERT_KINDS, EngineConfig, Profile
 from cxstream.engine.engine import MAX_PENDING, Engine, event_id_hash
 from cxstream.engine.events import Event
 from cxstream.engine.partition import PartitionProcessor, StreamClock
@@ -47,11 +47,13 @@ from tests.factories import (
 
 LATENESS = EngineConfig().allowed_lateness_seconds
 FIXED = fixed_inactivity()  # the old rule: raised 14 days after the last activity, escalated at 28
+ALL_KINDS = EngineConfig(profile=Profile(alert_kinds=ALERT_KINDS))
 STATE_BYTES_LIMIT = 2048  # STYLE.md: CustomerState ≤ 2 KB, whatever the history length
 
 
 def processor(config: EngineConfig | None = None) -> PartitionProcessor:
-    engine = Engine(config or EngineConfig())
+    """A processor with every alert kind on (the default publishes only churn_risk)."""
+    engine = Engine(config or ALL_KINDS)
     return PartitionProcessor(
         engine, DictStore(), StreamClock(engine.config.allowed_lateness_seconds)
     )
@@ -386,7 +388,7 @@ def test_a_state_with_a_very_busy_day_survives_a_round_trip() -> None:
 
 
 def test_a_restored_state_decides_exactly_like_the_original() -> None:
-    engine = Engine(EngineConfig())
+    engine = Engine(ALL_KINDS)
     proc = processor()
     for e in by_time(
         [

@@ -257,14 +257,18 @@ def test_cxstream_thresholds_prints_what_a_replay_of_the_file_learned(
     path = tmp_path / "events.jsonl"
     events = cohort(30) + [login("clock", 200, 9)]
     path.write_bytes(b"".join(event_to_json(e) + b"\n" for e in events))
-    # The CLI's default profile publishes every kind. Snapshots are taken when the engine
-    # decides, and renewal_risk makes it decide at day boundaries, so compare like with like.
-    model = processor(ParticipationModel(), EngineConfig(allowed_lateness_seconds=LATENESS))
+    # Snapshots are taken when the engine decides, and the alert kinds decide when it
+    # decides: the CLI runs with the same profile as the processor here.
+    config_file = tmp_path / "cxstream.toml"
+    config_file.write_text(f'allowed_lateness_seconds = {LATENESS}\n'
+                           '[profile]\nalert_kinds = ["participation"]\n')
+    model = processor(ParticipationModel(), ONLY)
     run(model, events)
     learned = model.model.threshold(None, at(201))
     assert learned is not None
 
-    assert main(["thresholds", "--events", str(path), "--partitions", "1"]) == 0
+    assert main(["--config", str(config_file), "thresholds", "--events", str(path),
+                 "--partitions", "1"]) == 0
 
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("(all)"))

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxstream.engine.alerts import SEVERITY_RANK, Alert
-from cxstream.engine.config import EngineConfig, Profile
+from cxstream.engine.config import ALERT_KINDS, EngineConfig, Profile
 from cxstream.engine.engine import MAX_PENDING, Engine
 from cxstream.engine.events import EVENT_TYPES, Event
 from cxstream.engine.partition import PartitionProcessor, StreamClock
@@ -24,11 +24,14 @@ from cxstream.engine.state import CustomerState, DictStore, StateStore
 from tests.factories import DAY, HOUR, alert_set, at, by_customer, by_time, metric_values, replay
 
 LATENESS = 6 * HOUR
+# Every alert kind, the learned churn risk (in warm-up: no fit here) among them.
 CONFIG = EngineConfig(
     allowed_lateness_seconds=LATENESS,
+    profile=Profile(alert_kinds=ALERT_KINDS),
     segments={
         "pro": Profile(
-            inactivity_min_days=3, inactivity_max_days=10, cooldown_days=1, max_raises_per_30d=8
+            inactivity_min_days=3, inactivity_max_days=10, cooldown_days=1, max_raises_per_30d=8,
+            alert_kinds=ALERT_KINDS,
         )
     },
 )
