@@ -137,12 +137,11 @@ async def read_topic(
     *,
     until: Callable[[list[dict[str, Any]]], bool],
     timeout: float = 60.0,
-    settle: float | None = None,
 ) -> list[dict[str, Any]]:
     """Read a topic from the start, decoding JSON, until ``until(records)`` or timeout.
 
-    With ``settle``, also stop once nothing new arrived for that many seconds
-    (to assert that no *extra* records come).
+    To check that nothing *more* comes, wait for the group to commit everything,
+    then ``read_to_end``: never "until nothing new arrived for a while".
     """
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
@@ -151,15 +150,50 @@ async def read_topic(
     await consumer.start()
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    last_new = time.monotonic()
     try:
         while time.monotonic() < deadline and not until(records):
             batch = await consumer.getmany(timeout_ms=500)
             for msgs in batch.values():
                 records.extend(orjson.loads(m.value) for m in msgs)
-                last_new = time.monotonic()
-            if settle is not None and records and time.monotonic() - last_new > settle:
-                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 120.0
+                      ) -> list[dict[str, Any]]:
+    """Every record of a topic up to the end offsets it has when the read starts.
+
+    For outputs that are final (the group has committed everything that produces
+    them): unlike a read that stops once nothing new came for a while, a slow
+    fetch cannot end it early. Fails if the end is not reached within ``timeout``.
+    """
+    from aiokafka.structs import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    records: list[dict[str, Any]] = []
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - a fresh client
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            if time.monotonic() > deadline:
+                got = {tp.partition: await consumer.position(tp) for tp in tps}
+                raise AssertionError(f"{topic}: read to {got} of {ends} in {timeout}s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=1_000)
+            for msgs in batch.values():
+                records.extend(orjson.loads(m.value) for m in msgs if m.value is not None)
     finally:
         await consumer.stop()
     return records

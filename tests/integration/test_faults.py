@@ -54,7 +54,7 @@ from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 from cxstream.sim.simulator import simulate
 
-from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_topic, run
+from .helpers import WorkerProcess, free_port, fresh_settings, group_lag, read_to_end, run
 
 START = 1_772_323_200.0  # 2026-03-01T00:00:00Z
 SEED = 7
@@ -68,7 +68,6 @@ DAYS = int(os.environ.get("CXSTREAM_TEST_FAULT_DAYS", "30"))
 PARTITIONS = 4
 # Bounds: generous for the default size; scaled with the stream for big runs.
 EVENTS_PER_SECOND_FLOOR = 40.0
-SETTLE_S = 4.0
 BROKER_START_S = 90.0
 # How long the broker stays down in the broker-restart scenario.
 BROKER_DOWN_S = float(os.environ.get("CXSTREAM_TEST_FAULT_BROKER_DOWN_S", "5"))
@@ -233,17 +232,11 @@ def wait_done(settings: Settings, live: list[WorkerProcess], events: int) -> Non
     wait_until(caught_up, budget(events), "the group to catch up", live)
 
 
-async def _read_all(bootstrap: str, topic: str, timeout: float) -> list[dict[str, Any]]:
-    """Everything on a topic, once nothing new arrived for SETTLE_S (or timeout)."""
-    return await read_topic(bootstrap, topic, until=lambda r: False, timeout=timeout,
-                            settle=SETTLE_S)
-
-
 def collect(settings: Settings, obs: Observed, ref: Reference) -> None:
+    """Read the outputs, final once the group has caught up: up to their end offsets."""
     bs = settings.kafka_bootstrap
-    obs.alerts = run(_read_all(bs, settings.topic("alerts"), 60))
-    obs.dead = run(read_topic(bs, settings.topic("deadletters"), until=lambda r: False,
-                              timeout=3, settle=1))
+    obs.alerts = run(read_to_end(bs, settings.topic("alerts"), 120))
+    obs.dead = run(read_to_end(bs, settings.topic("deadletters"), 60))
 
     def latest(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -251,10 +244,7 @@ def collect(settings: Settings, obs: Observed, ref: Reference) -> None:
             out[_metric_key(r)] = r
         return out
 
-    records = run(read_topic(bs, settings.topic("metrics"),
-                             until=lambda r: latest(r) == ref.metrics, timeout=60,
-                             settle=SETTLE_S))
-    obs.metrics = latest(records)
+    obs.metrics = latest(run(read_to_end(bs, settings.topic("metrics"), 120)))
 
 
 def publish(settings: Settings, ref: Reference) -> int:

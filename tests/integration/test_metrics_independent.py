@@ -47,7 +47,7 @@ from .helpers import (
     free_port,
     fresh_settings,
     group_lag,
-    read_topic,
+    read_to_end,
     run,
     wait_caught_up,
 )
@@ -403,12 +403,10 @@ def streamed(broker: BrokerStatus, tmp_path: Path, events_file: Path
         # wait until the group has committed every metric delta, then read to the end.
         assert wait_caught_up(first, METRICS_READ_S), (
             "metrics agent never caught up\n" + _stall_report(first, a, b, handled, sent, []))
-        began = time.monotonic()
-        records = run(read_topic(broker.bootstrap, first.topic("metrics"),
-                                 until=lambda _r: False, timeout=METRICS_READ_S, settle=5))
-        took = time.monotonic() - began
-        assert took < METRICS_READ_S - 1, (
-            f"metrics topic still growing after {took:.0f}s ({len(records)} records)")
+        # Final now (every delta committed): read up to the end offsets, not "until quiet"
+        # (a fetch slower than the quiet period on a loaded machine ended that read early,
+        # and the windows it had not reached yet looked missing).
+        records = run(read_to_end(broker.bootstrap, first.topic("metrics"), METRICS_READ_S))
     finally:
         a.stop()
         b.stop()
