@@ -58,7 +58,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "503": _error("Partition moving; retry (see Retry-After)"),
                 }}},
             "/at-risk": {"get": {
-                "summary": "Customers with an open at_risk episode, worst first",
+                "summary": ("Customers with an open churn_risk or at_risk episode, "
+                            "lowest health first"),
                 "parameters": [
                     {"name": "segment", "in": "query", "schema": {"type": "string"}},
                     {"name": "limit", "in": "query",

@@ -62,9 +62,13 @@ from cxstream.engine.state import CustomerState
 from cxstream.errors import InvalidEvent
 
 __all__ = ["CLOCK_SAVE_EVERY", "DELTA_SOURCE_HEADER", "OUTBOX_CLEAN_EVERY", "POISON_ATTEMPTS",
-           "Scorer", "clock_key", "delta_source", "model_key", "outbox_key", "route_deltas"]
+           "RISK_KINDS", "Scorer", "clock_key", "delta_source", "model_key", "outbox_key",
+           "route_deltas"]
 
 log = logging.getLogger(__name__)
+# The kinds that put a customer on ``GET /at-risk``: the learned churn risk (the
+# default output) and the low health score.
+RISK_KINDS = frozenset({"churn_risk", "at_risk"})
 # A deterministic failure fails every time; a transient one (memory, a store
 # hiccup) rarely twice. Three attempts, then the event is dead-lettered and the
 # partition moves on.
@@ -221,8 +225,8 @@ class Scorer:
         self.ready = False
 
     def note_risk(self, snap: HealthSnapshot) -> None:
-        """Keep the in-memory at-risk index (customers with an open at_risk episode)."""
-        if any(kind == "at_risk" for kind, *_ in snap.open_alerts):
+        """Keep the in-memory at-risk index (customers with an open ``RISK_KINDS`` episode)."""
+        if any(kind in RISK_KINDS for kind, *_ in snap.open_alerts):
             self.at_risk[snap.customer_id] = snap
         else:
             self.at_risk.pop(snap.customer_id, None)
@@ -242,7 +246,7 @@ class Scorer:
                 ParticipationModel.from_dict(orjson.loads(model)) if model is not None else None,
                 learner=self.learner, partition=partition)
             for st in store.values():
-                if "at_risk" in st.episodes:
+                if not RISK_KINDS.isdisjoint(st.episodes):
                     self.note_risk(self.engine.snapshot(st))
             for topic in self.inputs:
                 proc.clock.expect(topic)
@@ -520,6 +524,8 @@ class Scorer:
             m.events.labels(event.type).inc()
         if out.new_customer:
             m.customers.inc()
+        if out.settled_early:
+            m.settled_early.inc(out.settled_early)
         run.add(out)
 
     @staticmethod
@@ -624,7 +630,7 @@ class Scorer:
             if "m" in record:
                 proc.model = ParticipationModel.from_dict(record["m"])
             for st in proc.reinstate(states):
-                if "at_risk" in st.episodes:
+                if not RISK_KINDS.isdisjoint(st.episodes):
                     self.note_risk(self.engine.snapshot(st))
                 else:
                     self.at_risk.pop(st.customer_id, None)

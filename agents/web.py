@@ -2,8 +2,8 @@
 
 - ``GET /customers/{customer_id}``: health, score inputs and open alerts.
   Routed by Faust to the worker that owns the customer's table partition.
-- ``GET /at-risk?segment=&limit=``: customers with an open ``at_risk``
-  episode, worst first, gathered from every worker.
+- ``GET /at-risk?segment=&limit=``: customers with an open ``churn_risk`` or
+  ``at_risk`` episode, lowest health first, gathered from every worker.
 - ``POST /events``: one event or a list, validated with the same contract
   as the Kafka path; all valid -> published, ``202``; any invalid -> ``400``
   naming each (nothing published); any the worker would refuse -> ``422``

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cxstream.engine.alerts import Alert
-from cxstream.engine.config import DAY_SECONDS, EngineConfig, Profile
+from cxstream.engine.config import ALERT_KINDS, DAY_SECONDS, EngineConfig, Profile
 from cxstream.engine.engine import Engine
 from cxstream.engine.events import Event
 from cxstream.engine.metrics import MetricBook
@@ -29,6 +29,7 @@ __all__ = [
     "FIXED_INACTIVITY",
     "HOUR",
     "MINUTE",
+    "RULE_KINDS",
     "T0",
     "alert_set",
     "at",
@@ -60,6 +61,10 @@ __all__ = [
     "trial_started",
     "unsubscribed",
 ]
+
+# The hand-written kinds (every kind but the learned churn risk), for tests written
+# for them: the default output is churn_risk alone.
+RULE_KINDS = tuple(k for k in ALERT_KINDS if k != "churn_risk")
 
 T0: float = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 DAY: float = DAY_SECONDS

@@ -25,13 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from cxstream.agents.app import Service, create_app
 from cxstream.agents.backlog import Backlog
-from cxstream.engine.config import ALERT_KINDS
 from cxstream.engine.events import Event
 from cxstream.engine.state import CustomerState
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
+from tests.factories import RULE_KINDS
 
-RULE_KINDS = tuple(k for k in ALERT_KINDS if k != "churn_risk")
 # Where put() waits for the agent; a crashed or stuck agent fails the test instead of hanging.
 PUT_TIMEOUT_S = 5.0
 

@@ -51,6 +51,7 @@ from cxstream.devtools.bench.report import (
     update_doc,
 )
 from cxstream.devtools.bench.worker import bench_e2e, delete_topics, free_port, local_broker
+from cxstream.settings import ProfileModel
 
 __all__ = ["run_bench"]
 
@@ -68,6 +69,7 @@ _SMOKE = {
     "memory_time_limit": 60.0,
     "profile_events": 2000,
     "partitions": 2,
+    "learn_customers": 2000,
 }
 
 
@@ -123,7 +125,8 @@ def run_bench(args: argparse.Namespace) -> int:
         say(f"workload: {gen['events']:,} events, {customers:,} customers, {days} days "
              f"({gen['generator']})")
 
-        results["engine"] = bench_engine(base, events_path)
+        results["engine"] = bench_engine(base, events_path,
+                                         int(_opt(args, "learn_customers", 100_000)))
         results["commands"]["engine"] = (
             f"cxstream replay events.jsonl --partitions {partitions}  "
             "(timed in-process as replay_file, with the two baseline loops)")
@@ -160,6 +163,9 @@ def run_bench(args: argparse.Namespace) -> int:
                         "web_port": free_port(), "store": "rocksdb://",
                         "log_level": "warning",
                         "allowed_lateness_seconds": float(args.latency_lateness),
+                        # The trigger is an NPS 0 answer: the feedback kind decides on it.
+                        "profile": ProfileModel(**{**dict(base.profile),
+                                                   "alert_kinds": ("feedback",)}),
                     })
                     worker_eps = results["e2e"]["worker_eps"]
                     rate = _opt(args, "latency_rate", None)
