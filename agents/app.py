@@ -201,6 +201,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
                              value_type=bytes, **raw)
     ticks_topic = app.topic(settings.internal_topic("ticks"), **raw)
     learning_topic = app.topic(settings.internal_topic("learning"), **raw)
+    models_topic = app.topic(settings.topic("models"), **raw)
     engine_config = settings.engine_config()
     learner = Learner(settings.topic_partitions, logistic_fit, engine_config.learning)
     alerts_topic = app.topic(settings.topic("alerts"), **raw)
@@ -268,7 +269,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
     async def follow_learning() -> None:
         """Read every partition's learning rows, from the beginning, into this worker's
         learner; train each version once every partition has passed its boundary."""
-        await follow(settings, learner, scorer, metrics)
+        await follow(settings, learner, scorer, metrics, models_topic)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _forget_indexes(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from cxstream.agents.security import kafka_options
+from cxstream.engine.alerts import rfc3339
+from cxstream.engine.churn import version_record
 from cxstream.engine.learning import Learner, row_from_list
 from cxstream.settings import Settings
 
@@ -30,8 +32,11 @@ log = logging.getLogger(__name__)
 _WAIT_REPORT_S = 60.0  # how often a partition still waiting for a version is logged
 
 
-async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any) -> None:
-    """Consume the learning topic forever (until the worker stops)."""
+async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any,
+                 models: Any) -> None:
+    """Consume the learning topic forever (until the worker stops); publish each version
+    it settles to ``models`` (every worker settles the same ones: the compacted topic
+    keeps one record per version)."""
     topic = settings.internal_topic("learning")
     consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
                                 enable_auto_commit=False)
@@ -41,6 +46,7 @@ async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any
         await consumer.seek_to_beginning()
         loop = asyncio.get_running_loop()
         reported = loop.time()
+        late = 0
         while True:
             batch = await consumer.getmany(timeout_ms=500)
             for tp, messages in batch.items():
@@ -48,6 +54,10 @@ async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any
                     rows = [row_from_list(r) for r in orjson.loads(message.value)]
                     learner.add(rows, tp.partition)
             trained = learner.train_ready()
+            for boundary in trained:
+                record = version_record(boundary, learner.versions[boundary],
+                                        learner.config.effective_delay_days)
+                await models.send(key=record["version"].encode(), value=orjson.dumps(record))
             if trained:
                 latest = learner.versions[trained[-1]]
                 metrics.model_version.set(trained[-1])
@@ -56,6 +66,12 @@ async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any
                          f"{latest.rows} snapshots, {latest.churned} churned, "
                          f"alert line {latest.threshold:.1%}")
                 scorer.wake()
+            for partition, boundary in learner.started_late[late:]:
+                log.warning("partition %s said it was empty, then got customers from the week "
+                            "of %s: versions up to %s were settled without them (replay, in "
+                            "event-time order, would have waited)", partition,
+                            rfc3339(boundary), rfc3339(learner.settled_until()))
+            late = len(learner.started_late)
             if loop.time() - reported > _WAIT_REPORT_S:
                 reported = loop.time()
                 waiting = [p for p, proc in scorer.processors.items() if proc.waiting]

@@ -33,6 +33,12 @@ class ServiceMetrics:
             f"{prefix}_duplicate_events", "Events ignored because their event_id was seen.",
             registry=registry,
         )
+        self.settled_early = Counter(
+            f"{prefix}_events_settled_early",
+            "Events decided before the watermark passed them, to bound a customer's queue "
+            "in a flood (replay may decide these differently).",
+            registry=registry,
+        )
         self.alerts = Counter(
             f"{prefix}_alerts", "Alert transitions published, by kind and state.",
             ["kind", "state"], registry=registry,

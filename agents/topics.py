@@ -35,6 +35,8 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     specs[settings.topic("alerts")] = (n, {})
     specs[settings.topic("metrics")] = (n, dict(COMPACT))
     specs[settings.topic("health")] = (n, dict(COMPACT))
+    # A handful of churn model versions a year, in order: one partition.
+    specs[settings.topic("models")] = (1, dict(COMPACT))
     specs[settings.topic("deadletters")] = (n, {})
     specs[settings.internal_topic("metric-deltas")] = (n, {})
     # Ticks only wake a partition's clock; an hour of them is more than any restart needs.

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from cxstream.schemas.events import EVENT_ADAPTER
-from cxstream.schemas.outputs import AlertOut, DeadLetterOut, HealthOut, MetricUpdateOut
+from cxstream.schemas.outputs import (
+    AlertOut,
+    DeadLetterOut,
+    HealthOut,
+    MetricUpdateOut,
+    ModelVersionOut,
+)
 
 __all__ = ["DEFAULT_DIR", "SCHEMA_FILES", "check_schemas", "export_schemas", "render_schemas"]
 
@@ -54,6 +60,12 @@ SCHEMA_FILES: Final[dict[str, Callable[[], dict[str, Any]]]] = {
         "cxstream customer health",
         "A customer's latest health score, its inputs and open alerts (compacted topic, keyed "
         "by customer_id; also GET /customers/{customer_id}).",
+    ),
+    "model-version.schema.json": lambda: _titled(
+        ModelVersionOut.model_json_schema(mode="serialization"),
+        "cxstream churn model version",
+        "A settled version of the learned churn risk, with its training cut-off (compacted "
+        "topic {prefix}.models, keyed by version).",
     ),
     "dead-letter.schema.json": lambda: _titled(
         DeadLetterOut.model_json_schema(mode="serialization"),

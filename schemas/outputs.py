@@ -31,6 +31,7 @@ __all__ = [
     "HealthInputOut",
     "HealthOut",
     "MetricUpdateOut",
+    "ModelVersionOut",
     "OpenAlertOut",
     "dead_letter_for",
 ]
@@ -73,8 +74,9 @@ class AlertOut(BaseOutModel):
     )
     customer_id: CustomerId
     kind: NonEmpty = Field(
-        description="What kind of risk: inactivity, engagement_decay, email_disengagement, "
-        "support_friction, feedback, at_risk, score_drop, participation or renewal_risk."
+        description="What kind of risk: churn_risk (the learned one, the default output), "
+        "inactivity, engagement_decay, email_disengagement, support_friction, feedback, "
+        "at_risk, score_drop, participation or renewal_risk."
     )
     state: AlertState
     severity: AlertSeverity
@@ -96,6 +98,36 @@ class MetricUpdateOut(BaseOutModel):
     window_end: AwareDatetime
     value: Number | None = Field(default=None, description="null when the window has no data.")
     sample_size: Count = Field(description="How many observations the value is computed from.")
+
+
+class ModelVersionOut(BaseOutModel):
+    """A settled churn model version (compacted ``{prefix}.models``, keyed by ``version``)."""
+
+    version: AwareDatetime = Field(
+        description="Training cut-off (event time, a week boundary): every label it learned "
+        "from was known before it.")
+    effective_from: AwareDatetime = Field(
+        description="Decisions at or after this event time use it, until the next version.")
+    warming_up: bool = Field(
+        description="Too few cancellations to learn from yet: the inactivity rule decides "
+        "and every learned field is null.")
+    snapshots: Count | None = Field(default=None, description="Labelled snapshots learned from.")
+    churned: Count | None = Field(
+        default=None, description="Of them, followed by a cancellation within the horizon.")
+    alert_line: Number | None = Field(
+        default=None, description="Probability at which an episode is raised.")
+    resolve_line: Number | None = Field(
+        default=None, description="Probability under which it resolves.")
+    critical_line: Number | None = Field(
+        default=None, description="Probability at which it is critical.")
+    intercept: Number | None = None
+    weights: dict[str, Number] | None = Field(
+        default=None, description="Logistic weight per standardised feature.")
+    segment_weights: dict[str, Number] | None = Field(
+        default=None, description="Logistic weight per segment seen in training.")
+    typical_of_stayers: dict[str, Number] | None = Field(
+        default=None, description="Each feature's mean among snapshots not followed by "
+        "churn: the 'usually' of an alert's reasons.")
 
 
 class OpenAlertOut(BaseOutModel):

@@ -65,6 +65,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                         "500k customers on, to keep the run time bounded)")
     p.add_argument("--memory-time-limit", type=float, default=None,
                    help="seconds per RSS run before it stops early (default 1200)")
+    p.add_argument("--learn-customers", type=int, default=None,
+                   help="customers whose snapshots one timed retrain learns from "
+                        "(default 100000)")
     p.add_argument("--profile-events", type=int, default=None,
                    help="events replayed under cProfile (default 30000)")
     p.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",

@@ -13,6 +13,7 @@ import orjson
 
 from cxstream.cli.common import settings_of
 from cxstream.engine.alerts import rfc3339
+from cxstream.engine.engine import MAX_PENDING
 from cxstream.errors import CxStreamError
 from cxstream.replay import replay_file
 from cxstream.sim.files import parse_time
@@ -80,6 +81,10 @@ def run_replay(args: argparse.Namespace) -> int:
         f"{invalid} invalid) in {elapsed:.2f}s = {rate:,.0f} events/s",
         file=sys.stderr,
     )
+    if result.settled_early:
+        print(f"{result.settled_early} events were decided before their watermark passed "
+              f"(a customer with more than {MAX_PENDING} events waiting: a flood)",
+              file=sys.stderr)
     if result.settled_to is not None:
         print(f"end of input: decisions settled up to the last event time "
               f"{rfc3339(result.settled_to)} ({result.settled_alerts} alerts)", file=sys.stderr)

@@ -33,7 +33,8 @@ from cxstream.engine.participation import ParticipationModel
 from cxstream.engine.scoring import HealthSnapshot, health
 from cxstream.engine.state import CustomerState
 
-__all__ = ["MAX_PENDING", "Decision", "Engine", "ModelSource", "event_id_hash", "event_row"]
+__all__ = ["MAX_PENDING", "MAX_PENDING_WAITING", "Decision", "Engine", "ModelSource",
+           "event_id_hash", "event_row"]
 
 # Events held per customer until the watermark passes them. In steady state a
 # customer has a handful within the lateness; while one input topic's backlog
@@ -41,6 +42,13 @@ __all__ = ["MAX_PENDING", "Decision", "Engine", "ModelSource", "event_id_hash", 
 # arrival order would break replay equality, so the cap is generous (~12 KB of
 # state at most, transiently) and only bounds a flood.
 MAX_PENDING = 256
+# While a partition's decisions wait for a churn model version (the slowest
+# partition has not passed a week boundary yet), its events queue for as long as
+# the skew between partitions lasts: a rebalance in an accelerated backfill is
+# weeks of event time. Settling early there would decide without the version
+# replay uses, so the bound is higher (~200 KB of state, transiently); what still
+# overflows settles early and is counted (``Decision.settled_early``).
+MAX_PENDING_WAITING = 4096
 _CANCELLED = signals.TYPE_CODE["subscription.cancelled"]
 _KIND_CODE = {kind: i for i, kind in enumerate(signals.KINDS)}  # short, for ``published``
 
@@ -85,6 +93,7 @@ class Decision:
     metrics: list[MetricDelta] = field(default_factory=list)
     duplicate: bool = False
     rows: list[LearningRow] = field(default_factory=list)
+    settled_early: int = 0  # events settled before the watermark passed them (a flood)
 
 
 class ModelSource(Protocol):
@@ -118,6 +127,7 @@ class Engine:
     def apply(
         self, state: CustomerState | None, event: Event, watermark: float | None,
         model: ParticipationModel | None = None, learner: ModelSource | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> Decision:
         """Accept one (not late) event: dedupe, count, queue, and settle up to ``watermark``.
 
@@ -126,7 +136,8 @@ class Engine:
         nor alerted on. ``learner``: where churn models come from
         (``learning.py``); with one, the customer's weekly feature snapshots and
         cancellations are learning rows of the decision, and ``churn_risk`` uses
-        the version in force.
+        the version in force. ``max_pending``: events held for the watermark beyond
+        which the oldest settles early (see ``MAX_PENDING``).
         """
         ctx = _Ctx(model, learner)
         t = event.occurred_at
@@ -159,10 +170,12 @@ class Engine:
         if event.segment is not None:
             st.segment = event.segment
         bisect.insort(st.pending, event_row(event, fingerprint, self.config.include_comments))
-        if len(st.pending) > MAX_PENDING:
+        early = 0
+        if len(st.pending) > max_pending:
             # A flood with no watermark progress: settle the oldest early to stay bounded.
             self._settle_row(st, st.pending.pop(0), alerts, deltas, ctx)
-        return Decision(st, alerts, deltas, rows=ctx.rows)
+            early = 1
+        return Decision(st, alerts, deltas, rows=ctx.rows, settled_early=early)
 
     def advance(self, st: CustomerState, watermark: float,
                 model: ParticipationModel | None = None, learner: ModelSource | None = None,

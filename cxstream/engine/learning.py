@@ -18,16 +18,24 @@ reads every partition's rows from the learning topic) and in replay alike. A
 partition whose watermark would pass the version's effective time before the
 version exists waits (``ready_until``).
 
+One arrival order breaks that: a partition that said it was empty and then
+receives customers whose events are dated before versions the others already
+settled (a backfill that reaches one partition long after the rest). Replay,
+in event-time order, would have waited for it; the worker cannot know it is
+coming. Those versions stay as settled, and ``started_late`` names the
+partition and boundary so an operator sees it (the worker logs it).
+
 **Bounded.** Snapshots are kept per week, at most ``rows_per_week`` of them:
 those of the customers with the smallest hashes (the same customers every
 week), each weighted by how many it stands for; older weeks than the window
 are dropped. Training time is bounded by the rows, not by the customer count.
 
-**Alert line.** Trained weights score every snapshot of the window; the alert
-line is the probability that the budget's share of customer-weeks (alerts per
-1,000 customers per week ÷ 1,000) reaches, so a version raises about the
-budget, whatever its calibration. Until ``min_churned`` churned snapshots are
-in the window there is no version (warm-up).
+**Alert line.** The new version scores every customer's snapshot at its own
+boundary (the customers it will decide for); the alert line is the probability
+that the budget's share of them (alerts per 1,000 customers per week ÷ 1,000)
+reaches, so a version raises about the budget, whatever its calibration and
+however the population moved since the rows it learned from. Until
+``min_churned`` churned snapshots are in the window there is no version (warm-up).
 """
 
 from __future__ import annotations
@@ -157,6 +165,9 @@ class Learner:
         self._empty: set[int] = set()  # partitions with nothing to report (yet)
         self._decided: float | None = None  # the last boundary whose version is settled
         self.versions: dict[float, ChurnModel | None] = {}  # boundary -> version (None: warm-up)
+        # (partition, first boundary) of each partition that said it was empty and then
+        # reported rows for versions already settled without it: see the module doc.
+        self.started_late: list[tuple[int, float]] = []
 
     # -- what the partitions report ------------------------------------------------------
 
@@ -181,6 +192,9 @@ class Learner:
                 at = row.boundary
             if at > reached:
                 reached = at
+            if partition not in self._first and partition in self._empty and (
+                    self._decided is not None and boundary_at(at) + WEEK <= self._decided):
+                self.started_late.append((partition, boundary_at(at)))
             self._first.setdefault(partition, boundary_at(at))
         if reached > -math.inf:
             self._reached[partition] = reached
@@ -233,6 +247,10 @@ class Learner:
         if self._decided is None and not self.trainable():
             return nxt + self.config.horizon_days * DAY_SECONDS
         return nxt + self.config.effective_delay_days * DAY_SECONDS
+
+    def settled_until(self) -> float:
+        """The boundary of the newest settled version (-inf before the first)."""
+        return self._decided if self._decided is not None else -math.inf
 
     def waiting_for(self) -> list[int]:
         """Partitions that have not passed the next boundary yet (for an operator)."""
@@ -300,8 +318,17 @@ class Learner:
         high = tuple(max(x[j] for x in xs) for j in range(_N))
         model = ChurnModel(boundary, tuple(coef), intercept, tuple(mean), tuple(scale), low,
                            high, segments, typical, 0.5, 0.5, 0.5, len(rows), churned)
-        scored = sorted((model.probability(x, s.segment), w)
-                        for x, (s, _, w) in zip(raw, rows, strict=True))
+        # The alert line ranks the customers this version will score next: their
+        # snapshots at the boundary itself (the training rows are a horizon older, and a
+        # population changes: customers age, a product changes).
+        current = self._weeks.get(boundary)
+        if current is not None and current.rows:
+            weight = current.weight
+            scored = sorted((model.probability(unpack(s.packed), s.segment), weight)
+                            for s in current.rows.values())
+        else:
+            scored = sorted((model.probability(x, s.segment), w)
+                            for x, (s, _, w) in zip(raw, rows, strict=True))
         share = self.config.budget_per_1k_week / 1000.0
         line = _upper_quantile(scored, share)
         critical = _upper_quantile(scored, share / 3.0)

@@ -35,7 +35,13 @@ from typing import Any, Protocol
 
 from cxstream.engine.alerts import Alert
 from cxstream.engine.config import DAY_SECONDS
-from cxstream.engine.engine import Engine, ModelSource, event_id_hash
+from cxstream.engine.engine import (
+    MAX_PENDING,
+    MAX_PENDING_WAITING,
+    Engine,
+    ModelSource,
+    event_id_hash,
+)
 from cxstream.engine.events import Event
 from cxstream.engine.learning import WEEK, LearningRow, Marker, boundary_after, boundary_at
 from cxstream.engine.metrics import MetricDelta
@@ -193,6 +199,7 @@ class Outcome:
     future: bool = False
     duplicate: bool = False
     new_customer: bool = False
+    settled_early: int = 0  # see ``engine.MAX_PENDING``: replay may differ for these
 
 
 class Versions(ModelSource, Protocol):
@@ -287,13 +294,14 @@ class PartitionProcessor:
             return Outcome(late=True)
         decided = self.decided
         decision = self.engine.apply(state, event, decided if decided > -math.inf else None,
-                                     self.model, self.learner)
+                                     self.model, self.learner,
+                                     MAX_PENDING_WAITING if self.waiting else MAX_PENDING)
         if decision.duplicate:
             return self.repeat(source, published)
         if position is not None:
             decision.state.positions[source] = position
         out = Outcome(decision.alerts, decision.metrics, rows=decision.rows,
-                      new_customer=state is None)
+                      new_customer=state is None, settled_early=decision.settled_early)
         if state is None:
             if self.customers == 0 and self.learner is not None:
                 # The first customer: this partition now holds versions back (it may have

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cxstream.engine.alerts import Alert
+from cxstream.engine.churn import ChurnModel
 from cxstream.engine.engine import Engine
 from cxstream.engine.events import Event
 from cxstream.engine.learning import Empty, Fit, Learner
@@ -36,6 +37,7 @@ class ReplayResult:
     late: int = 0
     future: int = 0
     duplicates: int = 0
+    settled_early: int = 0  # flood-bounded early decisions (``engine.MAX_PENDING``)
     late_events: list[Event] = field(default_factory=list)
     future_events: list[Event] = field(default_factory=list)
     health: dict[str, HealthSnapshot] = field(default_factory=dict)
@@ -44,6 +46,8 @@ class ReplayResult:
     settled_alerts: int = 0
     # The events were fed in another order than their source's (a file sorted first).
     reordered: bool = False
+    # The churn model versions settled, by boundary (None: warming up).
+    versions: dict[float, ChurnModel | None] = field(default_factory=dict)
 
 
 class Replayer:
@@ -99,6 +103,7 @@ class Replayer:
             res.duplicates += 1
         else:
             res.applied += 1
+        res.settled_early += out.settled_early
         return self._take(out, partition)
 
     def _take(self, out: Outcome, partition: int) -> list[Alert]:
@@ -156,6 +161,7 @@ class Replayer:
             self.feed(event)
         if settle:
             self.settle()
+        self.result.versions = dict(self.learner.versions)
         engine = self.processors[0].engine
         for store in self.stores:
             for st in store.values():

@@ -35,12 +35,11 @@ async def test_an_event_that_makes_processing_fail_is_dead_lettered_and_the_stre
     real_apply = Engine.apply
     calls: list[str] = []
 
-    def apply(self: Engine, state: Any, event: Event, watermark: float | None,
-              model: Any = None, learner: Any = None) -> Any:
+    def apply(self: Engine, state: Any, event: Event, *args: Any) -> Any:
         calls.append(event.customer_id)
         if event.customer_id == "poison":
             raise ZeroDivisionError("boom")
-        return real_apply(self, state, event, watermark, model, learner)
+        return real_apply(self, state, event, *args)
 
     monkeypatch.setattr(Engine, "apply", apply)
     async with service.score_events.test_context() as agent:

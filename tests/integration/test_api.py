@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from cxstream.agents.publisher import publish_file
+from cxstream.agents.scoring import RISK_KINDS
 from cxstream.devtools.broker import BrokerStatus
 from cxstream.schemas.events import event_to_json
 from cxstream.schemas.outputs import HealthOut
@@ -118,7 +119,7 @@ def test_lookups_answer_from_any_worker_and_match_the_contract(
     assert scores == sorted(scores)
     for row in listed["customers"]:
         HealthOut.model_validate(row)
-        assert any(al["kind"] == "at_risk" for al in row["open_alerts"])
+        assert any(al["kind"] in RISK_KINDS for al in row["open_alerts"])
 
     # A lookup is answered by whichever worker is asked (routed to the owner).
     worst = listed["customers"][0]["customer_id"]

@@ -50,7 +50,11 @@ def test_bench_smoke(broker: BrokerStatus, tmp_path: Path) -> None:
     _positive(r["engine"], "orjson_loads_eps", "parse_validate_eps", "replay_eps",
               "ratio_replay_to_orjson", "ratio_replay_to_parse")
     assert r["engine"]["events"] == r["workload"]["events"]
-    assert r["engine"]["applied"] > 0 and r["engine"]["alerts"] > 0
+    # Two weeks of the default stream: the learned churn risk is still warming up.
+    assert r["engine"]["applied"] == r["workload"]["events"]
+    learn = r["engine"]["learning"]
+    assert learn["per_decision_us"] > 0 and learn["decisions_timed"] > 0
+    assert learn["retrain_rows"] > 0 and learn["retrain_seconds"] > 0
     assert r["profile"]["top"] and r["profile"]["top"][0]["own_seconds"] > 0
 
     _positive(r["e2e"], "publish_eps", "raw_aiokafka_eps", "worker_eps", "ratio_worker_to_raw",

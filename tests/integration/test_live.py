@@ -28,18 +28,22 @@ import pytest
 
 from cxstream.agents.publisher import EventPublisher
 from cxstream.devtools.broker import BrokerStatus
+from cxstream.engine.alerts import rfc3339
+from cxstream.engine.churn import version_record
 from cxstream.engine.config import ALERT_KINDS
 from cxstream.engine.events import Event
 from cxstream.replay import replay_file
 from cxstream.schemas.events import event_to_json
 from cxstream.settings import Settings
 from cxstream.sim.simulator import simulate
+from tests.factories import RULE_KINDS
 
 from .helpers import (
     WorkerProcess,
     describe_group,
     free_port,
     fresh_settings,
+    read_to_end,
     read_topic,
     run,
     wait_caught_up,
@@ -83,6 +87,24 @@ def canonical(alert: dict[str, Any]) -> bytes:
     return orjson.dumps(alert, option=orjson.OPT_SORT_KEYS)
 
 
+def newest_thresholds(metrics: dict[tuple[Any, ...], dict[str, Any]]
+                      ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The participation threshold is not windowed: each update's window ends on the day
+    of the newest outcome the worker had folded, so the topic keeps a key per such day
+    (in arrival order of partitions' outcomes), replay one per segment. Compare the
+    newest per segment."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    newest: dict[Any, dict[str, Any]] = {}
+    for k, r in metrics.items():
+        if r["metric"] != "participation_threshold_days":
+            out[k] = r
+        elif r["segment"] not in newest or r["window_end"] > newest[r["segment"]]["window_end"]:
+            newest[r["segment"]] = r
+    for segment, r in newest.items():
+        out[("participation_threshold_days", segment)] = r
+    return out
+
+
 def metric_key(r: dict[str, Any]) -> tuple[Any, ...]:
     return (r["metric"], r["segment"], r["window_start"], r["window_end"])
 
@@ -95,7 +117,8 @@ def assert_worker_equals_replay(settings: Settings, events_file: Path,
     replayed = replay_file(settings, events_file, settle=False)
     assert replayed.late == replayed.future == 0
     want_alerts = {(a.alert_id, a.seq): canonical(a.to_dict()) for a in replayed.alerts}
-    want_metrics = {metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()}
+    want_metrics = newest_thresholds(
+        {metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()})
     assert want_alerts and want_metrics
     bootstrap = settings.kafka_bootstrap
     caught_up = wait_caught_up(settings, OUTPUT_WAIT_S)
@@ -125,7 +148,7 @@ def assert_worker_equals_replay(settings: Settings, events_file: Path,
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in records:
             out[metric_key(r)] = r
-        return out
+        return newest_thresholds(out)
 
     metrics = latest(run(read_topic(bootstrap, settings.topic("metrics"),
                                     until=lambda r: latest(r) == want_metrics,
@@ -137,8 +160,7 @@ def assert_worker_equals_replay(settings: Settings, events_file: Path,
         f"{[(want_metrics[k], metrics.get(k)) for k in wrong[:3]]}; "
         f"{len(extra_metrics)} extra")
 
-    dead = run(read_topic(bootstrap, settings.topic("deadletters"),
-                          until=lambda r: len(r) > len(dead_codes), timeout=3.0))
+    dead = run(read_to_end(bootstrap, settings.topic("deadletters")))
     codes = sorted(d["code"] for d in dead)
     assert codes == sorted(dead_codes), (
         f"dead letters {codes}, expected {sorted(dead_codes)}; e.g. "
@@ -171,8 +193,7 @@ def test_real_time_stream_with_a_producer_behind_loses_nothing_and_equals_replay
     # kind, so that 40 s of event time decide something (feedback, support friction).
     settings = fresh_settings(broker.bootstrap, tmp_path, topic_partitions=PARTITIONS,
                               allowed_lateness_seconds=10.0,
-                              profile={"alert_kinds": [k for k in ALERT_KINDS
-                                                       if k != "churn_risk"]})
+                              profile={"alert_kinds": list(RULE_KINDS)})
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     try:
         worker.wait_ready()
@@ -210,8 +231,10 @@ def test_accelerated_stream_as_the_demo_runs_it_loses_nothing_and_equals_replay(
     """Also: one event from a far-future clock is refused as ``future`` and changes
     no one else's alerts; and a second deployment (a new app id) started afterwards
     replays the topics from the beginning to the same result: the rebuild path."""
+    # What the demo runs with, every kind routed: the learned one and the rules.
     settings = fresh_settings(broker.bootstrap, tmp_path, topic_partitions=PARTITIONS,
-                              allowed_lateness_seconds=3600.0)  # what the demo runs with
+                              allowed_lateness_seconds=3600.0,
+                              profile={"alert_kinds": list(ALERT_KINDS)})
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     workers = [worker]
     try:
@@ -257,7 +280,8 @@ def test_a_worker_killed_and_restarted_mid_stream_loses_nothing_and_equals_repla
     broker: BrokerStatus, tmp_path: Path
 ) -> None:
     settings = fresh_settings(broker.bootstrap, tmp_path, topic_partitions=PARTITIONS,
-                              allowed_lateness_seconds=3600.0)
+                              allowed_lateness_seconds=3600.0,
+                              profile={"alert_kinds": list(ALERT_KINDS)})
     first = WorkerProcess(settings, tmp_path / "first.log")
     workers = [first]
     try:
@@ -306,6 +330,13 @@ def test_two_workers_learn_the_same_churn_model_versions_replay_learns(
                    if a.reasons and a.reasons[0].code == "churn_probability"]
         assert learned, "no alert came from a learned model version"
         assert_worker_equals_replay(settings, events_file, workers)
+        # Each version the workers settled is on the models topic, as replay settled it.
+        delay = settings.engine_config().learning.effective_delay_days
+        want = {rfc3339(b): version_record(b, m, delay) for b, m in replayed.versions.items()}
+        got = {r["version"]: r for r in run(read_to_end(settings.kafka_bootstrap,
+                                                        settings.topic("models")))}
+        assert any(not r["warming_up"] for r in got.values()), sorted(got)
+        assert all(want.get(v) == r for v, r in got.items()), (sorted(got), sorted(want))
     finally:
         for w in workers:
             w.stop()

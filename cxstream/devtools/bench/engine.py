@@ -18,6 +18,7 @@ from cxstream.devtools.bench.common import (
     say,
 )
 from cxstream.devtools.bench.latency import quantile
+from cxstream.devtools.bench.learning import bench_learning
 
 __all__ = ["bench_engine", "deep_sizeof", "profile_replay", "state_sizes", "write_events"]
 
@@ -54,8 +55,9 @@ def write_events(path: Path, customers: int, days: int) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
-    """One process: bare orjson loop, parse+validate loop, full replay; events/s and ratios."""
+def bench_engine(settings: Any, path: Path, learn_customers: int = 100_000) -> dict[str, Any]:
+    """One process: bare orjson loop, parse+validate loop, full replay (the learned churn
+    risk on); events/s and ratios; then the learning section on the replayed customers."""
     import orjson
 
     from cxstream.agents.partitioning import partitioner_for
@@ -85,8 +87,11 @@ def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
     bare_s, n = _best_of(3, bare)
     parse_s, _ = _best_of(2, validated)
     # Exactly what replay_file(settings, path) does, keeping the replayer for its state.
+    from cxstream.learn.fit import logistic_fit
+
     parts = settings.topic_partitions
-    replayer = Replayer(Engine(settings.engine_config()), parts, partitioner_for(parts))
+    replayer = Replayer(Engine(settings.engine_config()), parts, partitioner_for(parts),
+                        fit=logistic_fit)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     result = replayer.run(read_events(ReplayFile(path)))
@@ -114,6 +119,8 @@ def bench_engine(settings: Any, path: Path) -> dict[str, Any]:
         "target_eps": TARGET_ENGINE_EPS,
         "meets_target": replay_eps >= TARGET_ENGINE_EPS,
         "_state_sizes": state_sizes(replayer),
+        "model_versions": sum(v is not None for v in replayer.learner.versions.values()),
+        "learning": bench_learning(replayer, settings, learn_customers),
     }
     return out
 

@@ -117,6 +117,17 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"{lat['alert_send_to_arrival_p50_ms']:,.0f} ms / p99 "
             f"{lat['alert_send_to_arrival_p99_ms']:,.0f} ms; {lat.get('dead_letters', 0):,.0f} "
             f"dead letters | – | p99 < {TARGET_P99_MS:,.0f} ms | {_met(lat['meets_target'])} |")
+    learn = (r.get("engine") or {}).get("learning")
+    if learn:
+        lines.append(
+            f"| 1b | learned churn risk: features + probability per decision | "
+            f"{learn['per_decision_us']:,.1f} µs ({learn['decisions_timed']:,} timed) | – | "
+            f"– | – | – |")
+        lines.append(
+            f"| 1c | one model retrain at {learn['retrain_customers']:,} customers | "
+            f"{learn['retrain_seconds']:,.2f} s on {learn['retrain_rows'] or 0:,} snapshots "
+            f"({learn['retrain_churned'] or 0:,} churned); peak RSS "
+            f"{_fmt_bytes(learn['peak_rss_bytes'])} | – | – | – | – |")
     mem = r.get("memory", {})
     st = mem.get("state")
     if st and st.get("customers"):
