@@ -29,6 +29,7 @@ from cxstream.agents.scoring import DELTA_SOURCE_HEADER, Scorer
 from cxstream.agents.security import faust_credentials, kafka_options
 from cxstream.agents.sensors import ServiceMetrics
 from cxstream.agents.tables import AccumulatorTable
+from cxstream.agents.topics import MAX_MESSAGE_BYTES
 from cxstream.agents.web import install_routes, owned_partitions
 from cxstream.engine.engine import Engine
 from cxstream.engine.learning import Learner
@@ -188,6 +189,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry) -> Service:
         # alerts and deltas) into fewer produce requests: with no linger every
         # send went out on its own and socket writes took a third of the CPU.
         producer_linger=PRODUCER_LINGER_S,
+        producer_max_request_size=MAX_MESSAGE_BYTES,
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,
         table_cleanup_interval=3600.0,
         table_standby_replicas=settings.standby_replicas,
     )

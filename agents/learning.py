@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from cxstream.agents.security import kafka_options
+from cxstream.agents.topics import MAX_MESSAGE_BYTES
 from cxstream.engine.alerts import rfc3339
 from cxstream.engine.churn import version_record
 from cxstream.engine.learning import Learner, row_from_list
@@ -39,7 +40,8 @@ async def follow(settings: Settings, learner: Learner, scorer: Any, metrics: Any
     keeps one record per version)."""
     topic = settings.internal_topic("learning")
     consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False,
+                                max_partition_fetch_bytes=MAX_MESSAGE_BYTES)
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(settings.topic_partitions)])

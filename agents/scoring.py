@@ -82,6 +82,7 @@ OUTBOX_CLEAN_EVERY = 50
 RUN_MAX_BYTES = 256 * 1024
 # Estimated encoded size of a metric-delta row and of an alert or health snapshot.
 _DELTA_BYTES = 100
+_ROWS_PER_MESSAGE = 2_000  # learning rows per message: ~200 KB
 _OUTPUT_BYTES = 800
 # Header of a metric-delta message: the input message it came from,
 # ``<family>/<partition>|<offset>`` (see ``delta_source``).
@@ -561,9 +562,10 @@ class Scorer:
             self.note_risk(snap)
         for route, rows in route_deltas(run.deltas).items():
             sends.append((b"d", route, orjson.dumps(rows)))
-        if run.rows:  # to the learning topic partition of this partition
-            sends.append((b"l", str(partition).encode(),
-                          orjson.dumps([row_to_list(r) for r in run.rows])))
+        # To the learning topic partition of this partition, in messages of bounded size.
+        for i in range(0, len(run.rows), _ROWS_PER_MESSAGE):
+            sends.append((b"l", str(partition).encode(), orjson.dumps(
+                [row_to_list(r) for r in run.rows[i:i + _ROWS_PER_MESSAGE]])))
         sends.extend(run.dead)
         seq = self._seq.get(partition, 0)
         self._seq[partition] = seq + 1

@@ -19,9 +19,12 @@ _MARK = {"raised": "!", "escalated": "!!", "resolved": "ok"}
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    """One line per alert transition: when, who, what, why."""
-    reasons = alert.get("reasons") or []
-    why = "; ".join(str(r.get("message")) for r in reasons if isinstance(r, dict))
+    """One line per alert transition: when, who, what, why. A warm-up alert says so in a
+    short tag; the line then gives the inactivity rule's reason, not the note."""
+    reasons = [r for r in alert.get("reasons") or [] if isinstance(r, dict)]
+    warm = any(r.get("code") == "fallback_inactivity" for r in reasons)
+    why = ("(warm-up: inactivity rule) " if warm else "") + " ".join(
+        str(r.get("message")) for r in reasons if r.get("code") != "fallback_inactivity")
     seg = alert.get("segment") or "-"
     return (
         f"{alert['decided_at']}  [{_MARK.get(str(alert['state']), '?'):>2}] "

@@ -22,6 +22,13 @@ from cxstream.settings import Settings
 __all__ = ["ensure_topics", "topic_specs"]
 
 COMPACT = {"cleanup.policy": "compact"}
+# A run's outbox record holds its learning rows and metric deltas: a partition that
+# crosses several week boundaries at once (a backlog, a version arriving) snapshots and
+# settles every customer each time, which can pass Kafka's default 1 MB. The topics
+# that carry such records take up to this; the worker's producer and consumers are
+# sized to match (app.py).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_LARGE = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
 TABLES = ("customers", "clocks", "metric-accumulators")
 LEADER_WAIT_SECONDS = 30.0
 
@@ -38,15 +45,16 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     # A handful of churn model versions a year, in order: one partition.
     specs[settings.topic("models")] = (1, dict(COMPACT))
     specs[settings.topic("deadletters")] = (n, {})
-    specs[settings.internal_topic("metric-deltas")] = (n, {})
+    specs[settings.internal_topic("metric-deltas")] = (n, dict(_LARGE))  # a run's, per route
     # Ticks only wake a partition's clock; an hour of them is more than any restart needs.
     specs[settings.internal_topic("ticks")] = (n, {"retention.ms": str(3_600_000)})
     # Learning rows: every worker re-reads them all at start, so they must outlive the
     # horizon plus the training window (30 days + 12 weeks by default): 150 days.
-    specs[settings.internal_topic("learning")] = (n, {"retention.ms": str(150 * 86_400_000)})
+    specs[settings.internal_topic("learning")] = (n, {"retention.ms": str(150 * 86_400_000),
+                                                      **_LARGE})
     # Faust's own topics, created here so they exist (with leaders) before it checks them.
     for table in TABLES:
-        specs[f"{settings.app_id}-{table}-changelog"] = (n, dict(COMPACT))
+        specs[f"{settings.app_id}-{table}-changelog"] = (n, {**COMPACT, **_LARGE})
     specs[f"{settings.app_id}-__assignor-__leader"] = (1, dict(COMPACT))
     return specs
 

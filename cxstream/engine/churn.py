@@ -174,8 +174,11 @@ def observe(st: CustomerState, t: float, prof: Profile, model: ChurnModel | None
     if model is None:
         last = st.last_activity_at if st.last_activity_at is not None else st.first_seen_at
         silent = t - last >= FALLBACK_MIN_DAYS * DAY_SECONDS
-        return Observation(inactivity.active and silent, inactivity.severity,
-                           lambda: (_WARMING_UP, *inactivity.reasons))
+        active = inactivity.active and silent
+        # The note only while the rule holds: a recovery names what came back.
+        return Observation(active, inactivity.severity,
+                           lambda: (_WARMING_UP, *inactivity.reasons) if active
+                           else inactivity.reasons)
     x = features(st, t, prof)
     p = model.probability(x, st.segment)
     line = model.exit if "churn_risk" in st.episodes else model.threshold

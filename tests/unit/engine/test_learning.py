@@ -356,3 +356,11 @@ def test_each_version_record_keeps_the_model_version_contract() -> None:
     assert learned and records[0]["warming_up"]
     assert set(learned[0]["weights"]) == set(FEATURES)
     assert learned[0]["snapshots"] > learned[0]["churned"] >= SMALL.min_churned
+
+
+def test_a_warm_up_episode_resolves_naming_what_came_back_not_the_warm_up() -> None:
+    events = by_time([login("c", 0, 9), login("c", 20, 9), login("clock", 40, 9)])
+    result = replay(events, fit=None).result
+
+    resolved = next(a for a in result.alerts if a.customer_id == "c" and a.state == "resolved")
+    assert resolved.reasons[0].message.startswith("Recovered: No login or email open for 0.0")
