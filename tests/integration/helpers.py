@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +310,18 @@ def wait_caught_up(settings: Settings, timeout: float) -> bool:
             return True
         time.sleep(1.0)
     return False
+
+
+def newest_thresholds(records: Iterable[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The newest ``participation_threshold_days`` record per segment.
+
+    The threshold is not windowed: each update's window ends on the day of the newest
+    outcome folded so far, so the metrics topic keeps a key per such day (in the
+    arrival order of the partitions' outcomes) and replay one per segment."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for r in records:
+        if r["metric"] == "participation_threshold_days" and (
+                r["segment"] not in latest
+                or r["window_end"] >= latest[r["segment"]]["window_end"]):
+            latest[r["segment"]] = r
+    return latest

@@ -43,6 +43,7 @@ from .helpers import (
     describe_group,
     free_port,
     fresh_settings,
+    newest_thresholds,
     read_to_end,
     read_topic,
     run,
@@ -87,20 +88,12 @@ def canonical(alert: dict[str, Any]) -> bytes:
     return orjson.dumps(alert, option=orjson.OPT_SORT_KEYS)
 
 
-def newest_thresholds(metrics: dict[tuple[Any, ...], dict[str, Any]]
-                      ) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The participation threshold is not windowed: each update's window ends on the day
-    of the newest outcome the worker had folded, so the topic keeps a key per such day
-    (in arrival order of partitions' outcomes), replay one per segment. Compare the
-    newest per segment."""
-    out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    newest: dict[Any, dict[str, Any]] = {}
-    for k, r in metrics.items():
-        if r["metric"] != "participation_threshold_days":
-            out[k] = r
-        elif r["segment"] not in newest or r["window_end"] > newest[r["segment"]]["window_end"]:
-            newest[r["segment"]] = r
-    for segment, r in newest.items():
+def comparable(metrics: dict[tuple[Any, ...], dict[str, Any]]
+               ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Every metric window, but the participation threshold only as its newest record
+    per segment (see ``newest_thresholds``)."""
+    out = {k: r for k, r in metrics.items() if r["metric"] != "participation_threshold_days"}
+    for segment, r in newest_thresholds(metrics.values()).items():
         out[("participation_threshold_days", segment)] = r
     return out
 
@@ -117,7 +110,7 @@ def assert_worker_equals_replay(settings: Settings, events_file: Path,
     replayed = replay_file(settings, events_file, settle=False)
     assert replayed.late == replayed.future == 0
     want_alerts = {(a.alert_id, a.seq): canonical(a.to_dict()) for a in replayed.alerts}
-    want_metrics = newest_thresholds(
+    want_metrics = comparable(
         {metric_key(u.to_dict()): u.to_dict() for u in replayed.metrics.latest()})
     assert want_alerts and want_metrics
     bootstrap = settings.kafka_bootstrap
@@ -148,7 +141,7 @@ def assert_worker_equals_replay(settings: Settings, events_file: Path,
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in records:
             out[metric_key(r)] = r
-        return newest_thresholds(out)
+        return comparable(out)
 
     metrics = latest(run(read_topic(bootstrap, settings.topic("metrics"),
                                     until=lambda r: latest(r) == want_metrics,

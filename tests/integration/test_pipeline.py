@@ -29,6 +29,7 @@ from tests.factories import RULE_KINDS
 from .helpers import (
     WorkerProcess,
     fresh_settings,
+    newest_thresholds,
     produce_raw,
     read_to_end,
     read_topic,
@@ -298,18 +299,9 @@ def test_the_worker_learns_the_participation_thresholds_replay_learns(
     run(publish_file(settings, path))
     worker_factory(settings)
 
-    def newest(records: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-        latest: dict[Any, dict[str, Any]] = {}
-        for r in records:
-            if r["metric"] == "participation_threshold_days" and (
-                    r["segment"] not in latest
-                    or r["window_end"] >= latest[r["segment"]]["window_end"]):
-                latest[r["segment"]] = r
-        return latest
-
     records = run(read_topic(settings.kafka_bootstrap, settings.topic("metrics"),
-                             until=lambda r: newest(r) == want, timeout=120))
-    assert newest(records) == want
+                             until=lambda r: newest_thresholds(r) == want, timeout=120))
+    assert newest_thresholds(records) == want
     alerts = run(read_topic(settings.kafka_bootstrap, settings.topic("alerts"),
                             until=lambda r: len(r) >= len(want_alerts), timeout=60))
     assert sorted(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) for a in alerts) == want_alerts
